@@ -1,0 +1,33 @@
+"""The validated run-time configuration, as one frozen value built by :mod:`ddiscover.tap`."""
+
+from __future__ import annotations
+
+import attrs
+from hyperlink import URL
+
+
+@attrs.frozen
+class Config:
+    """Everything ddiscover needs to know at start; every field is already in its final type.
+
+    Durations are seconds.  ``etcd`` holds one or more base URLs such as
+    ``http://10.0.0.5:2379`` that the registry fails over between, in order.
+    """
+
+    etcd: tuple[URL, ...]
+    prefix: str = "/backends"
+    interface: str = "0.0.0.0"
+    stats_port: int = 1936
+    stats_interface: str = "127.0.0.1"
+    check_interval: float = 2.0
+    rise: int = 3
+    fall: int = 2
+    connect_timeout: float = 5.0
+    idle_timeout: float = 60.0
+    retries: int = 3
+    maxconn: int = 4096
+    drain_timeout: float = 8.0
+    log_level: str = "info"
+    backlog: int = 4096
+    watch_timeout: float = 60.0
+    etcd_timeout: float = 5.0

@@ -1,0 +1,1 @@
+"""The proxy: listeners per service port, the balancer and the forwarding protocols."""

@@ -1,0 +1,1 @@
+"""The stats port: what ddiscover knows, served over HTTP."""
