@@ -41,7 +41,7 @@ _LOCAL_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOM
 
 @attrs.frozen
 class CheckResult:
-    """One connect outcome: its status, the detail text (``"Connection refused"``), its duration."""
+    """One connect outcome: its status, the detail (``"Connection refused"``), its duration."""
 
     status: CheckStatus
     info: str = ""
