@@ -13,9 +13,10 @@ txaio.use_twisted()
 
 LEVELS = ("critical", "error", "warn", "info", "debug", "trace")
 
-make_logger: Callable[[], Any] = txaio.make_logger
+# txaio binds these at use_twisted(), so mypy cannot see them as module attributes.
+make_logger: Callable[[], Any] = getattr(txaio, "make_logger")  # noqa: B009
 
 
 def set_level(level: str) -> None:
     """Set the level of every txaio logger, including ones made before this call."""
-    txaio.set_global_log_level(level)
+    getattr(txaio, "set_global_log_level")(level)  # noqa: B009
