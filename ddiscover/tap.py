@@ -1,0 +1,170 @@
+"""The ``twistd ddiscover`` command line: options, their validation, and a thin makeService.
+
+Every value is checked here, where it is parsed, so a bad option stops the process with one
+line that names the option and the value; nothing past this module sees an unchecked value.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+from hyperlink import URL
+from twisted.application.service import IService
+from twisted.python import usage
+
+from ddiscover import __version__
+from ddiscover._log import LEVELS, set_level
+from ddiscover.config import Config
+from ddiscover.process import raise_fd_limit
+
+_AUTHORITY = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(?P<port>[0-9]{1,5})/?$")
+
+
+def _number(kind: Callable[[str], Any], minimum: float, maximum: float | None = None) -> Any:
+    """A parser for one numeric option: its type and allowed range."""
+
+    def parse(name: str, raw: object) -> Any:
+        word = "a whole number" if kind is int else "a number"
+        bounds = f">= {minimum:g}" if maximum is None else f"from {minimum:g} to {maximum:g}"
+        try:
+            value = kind(str(raw).strip())
+        except ValueError:
+            raise usage.UsageError(f"--{name} must be {word} {bounds}, got {raw!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise usage.UsageError(f"--{name} must be {word} {bounds}, got {raw!r}")
+        return value
+
+    return parse
+
+
+_NUMBERS = {
+    "stats-port": _number(int, 0, 65535),
+    "check-interval": _number(float, 0.01),
+    "rise": _number(int, 1, 1000),
+    "fall": _number(int, 1, 1000),
+    "connect-timeout": _number(float, 0.01),
+    "idle-timeout": _number(float, 0.01),
+    "retries": _number(int, 1, 100),
+    "maxconn": _number(int, 1),
+    "drain-timeout": _number(float, 0),
+    "backlog": _number(int, 1, 65535),
+}
+
+
+def parse_etcd(raw: str) -> tuple[URL, ...]:
+    """Turn ``host:port``, ``http://host:port`` or a comma-separated list of them into URLs."""
+    urls = []
+    for part in (p.strip() for p in raw.split(",")):
+        scheme, sep, authority = part.partition("://")
+        if not sep:
+            scheme, authority = "http", part
+        match = _AUTHORITY.match(authority)
+        if scheme not in ("http", "https") or match is None:
+            raise usage.UsageError(f"--etcd {part!r} is not host:port or http://host:port")
+        port = int(match["port"])
+        if not 1 <= port <= 65535:
+            raise usage.UsageError(f"--etcd {part!r} has port {port}, outside 1-65535")
+        urls.append(URL(scheme=scheme, host=match["host"].strip("[]"), port=port))
+    return tuple(urls)
+
+
+def _parse_interface(name: str, raw: str) -> str:
+    try:
+        return str(ipaddress.ip_address(raw.strip().strip("[]")))
+    except ValueError:
+        raise usage.UsageError(f"--{name} {raw!r} is not an IP address") from None
+
+
+class Options(usage.Options):
+    """Options of ``twistd ddiscover``; values on the command line win over ``ETCD_HOST``."""
+
+    synopsis = "[options]"
+    longdesc = (
+        "Watch etcd for services registered the docker-register way "
+        "(<prefix>/<service>/<id> = host:port, <prefix>/<service>/port = listen port) "
+        "and forward every TCP connection on a service's port, round-robin, to a healthy "
+        "backend. See docs/configuration.md for every option."
+    )
+    optParameters: ClassVar[list[list[Any]]] = [
+        [
+            "etcd",
+            None,
+            None,
+            "etcd endpoint(s): host:port or http://host:port, comma-separated to fail over "
+            "in order. Defaults to $ETCD_HOST; one of the two is required.",
+        ],
+        ["prefix", None, "/backends", "Key prefix the services are registered under."],
+        ["interface", None, "0.0.0.0", "Address the service listeners bind to."],
+        ["stats-port", None, 1936, "Port of the stats/health HTTP server (0 disables it)."],
+        ["stats-interface", None, "127.0.0.1", "Address the stats server binds to."],
+        ["check-interval", None, 2.0, "Seconds between health checks of a backend (inter)."],
+        ["rise", None, 3, "Consecutive successful checks that bring a DOWN backend UP."],
+        ["fall", None, 2, "Consecutive failed checks that take an UP backend DOWN."],
+        ["connect-timeout", None, 5.0, "Seconds allowed for one connect to a backend."],
+        ["idle-timeout", None, 60.0, "Close a proxied connection idle this long both ways."],
+        ["retries", None, 3, "Connect attempts per client connection, on different backends."],
+        ["maxconn", None, 4096, "Global cap on proxied connections; above it, stop accepting."],
+        ["drain-timeout", None, 8.0, "On SIGTERM, seconds open connections may take to finish."],
+        ["backlog", None, 4096, "Listen backlog of each service port."],
+        ["log-level", None, "info", f"Log level: one of {', '.join(LEVELS)}."],
+    ]
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        super().__init__()
+        self._environ = os.environ if environ is None else environ
+
+    def opt_version(self) -> None:
+        """Print the version of ddiscover and exit."""
+        print(f"ddiscover {__version__}")
+        raise SystemExit(0)
+
+    def postOptions(self) -> None:
+        """Check every value, fill ``--etcd`` from ``ETCD_HOST``, and build :attr:`config`."""
+        for name, parse in _NUMBERS.items():
+            self[name] = parse(name, self[name])
+        prefix = self["prefix"].strip()
+        if not prefix.startswith("/") or prefix.rstrip("/") == "" or "//" in prefix:
+            raise usage.UsageError(
+                f"--prefix must be an absolute etcd path like /backends, got {prefix!r}"
+            )
+        if self["log-level"] not in LEVELS:
+            raise usage.UsageError(
+                f"--log-level must be one of {', '.join(LEVELS)}, got {self['log-level']!r}"
+            )
+        etcd = self["etcd"] or self._environ.get("ETCD_HOST", "")
+        if not etcd.strip():
+            raise usage.UsageError("--etcd is required (or set ETCD_HOST), e.g. 10.0.0.5:2379")
+        self.config = Config(
+            etcd=parse_etcd(etcd),
+            prefix=prefix.rstrip("/"),
+            interface=_parse_interface("interface", self["interface"]),
+            stats_port=self["stats-port"],
+            stats_interface=_parse_interface("stats-interface", self["stats-interface"]),
+            check_interval=self["check-interval"],
+            rise=self["rise"],
+            fall=self["fall"],
+            connect_timeout=self["connect-timeout"],
+            idle_timeout=self["idle-timeout"],
+            retries=self["retries"],
+            maxconn=self["maxconn"],
+            drain_timeout=self["drain-timeout"],
+            backlog=self["backlog"],
+            log_level=self["log-level"],
+        )
+
+
+def makeService(options: Options) -> IService:
+    """Resolve the process-wide parts (reactor, fd limit, log level) and build the service."""
+    # Imported here, not at module level: `twistd --reactor` must be able to install another
+    # reactor before anything touches the global one, and option parsing stays light.
+    from twisted.internet import reactor  # noqa: PLC0415
+
+    from ddiscover.app import build_service  # noqa: PLC0415
+
+    set_level(options.config.log_level)
+    raise_fd_limit()
+    return build_service(options.config, reactor)

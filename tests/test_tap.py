@@ -1,0 +1,151 @@
+"""Tests for :mod:`ddiscover.tap`: option parsing, validation and the ETCD_HOST fallback."""
+
+from hyperlink import URL
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from ddiscover.config import Config
+from ddiscover.tap import Options, parse_etcd
+
+
+def parse(args: list[str], environ: dict[str, str] | None = None) -> Config:
+    options = Options({} if environ is None else environ)
+    options.parseOptions(args)
+    config: Config = options.config
+    return config
+
+
+class EtcdOptionTests(SynchronousTestCase):
+    """``--etcd`` and ``ETCD_HOST``."""
+
+    def test_host_port(self) -> None:
+        """A bare host:port means plain HTTP to that address."""
+        self.assertEqual(
+            parse(["--etcd", "10.0.0.5:2379"]).etcd, (URL.from_text("http://10.0.0.5:2379"),)
+        )
+
+    def test_list_keeps_order(self) -> None:
+        """A comma-separated list keeps its order, for failover; schemes and IPv6 work."""
+        self.assertEqual(
+            parse_etcd("a.example:1, https://b.example:2379,[::1]:4001"),
+            (
+                URL(scheme="http", host="a.example", port=1),
+                URL(scheme="https", host="b.example", port=2379),
+                URL(scheme="http", host="::1", port=4001),
+            ),
+        )
+
+    def test_environment_fallback(self) -> None:
+        """Without --etcd, ETCD_HOST is used."""
+        config = parse([], {"ETCD_HOST": "127.0.0.1:2379"})
+        self.assertEqual(config.etcd, (URL.from_text("http://127.0.0.1:2379"),))
+
+    def test_command_line_wins(self) -> None:
+        """--etcd wins over ETCD_HOST."""
+        config = parse(["--etcd", "h:1"], {"ETCD_HOST": "127.0.0.1:2379"})
+        self.assertEqual(config.etcd, (URL.from_text("http://h:1"),))
+
+    def test_missing(self) -> None:
+        """With neither, the error says what to do."""
+        e = self.assertRaises(usage.UsageError, parse, [])
+        self.assertEqual(str(e), "--etcd is required (or set ETCD_HOST), e.g. 10.0.0.5:2379")
+
+    def test_bad_values(self) -> None:
+        """Each malformed endpoint is named in a one-line error."""
+        cases = {
+            "10.0.0.5": "--etcd '10.0.0.5' is not host:port or http://host:port",
+            "h:70000": "--etcd 'h:70000' has port 70000, outside 1-65535",
+            "ftp://h:1": "--etcd 'ftp://h:1' is not host:port or http://host:port",
+            "http://h:1/v2": "--etcd 'http://h:1/v2' is not host:port or http://host:port",
+            "h:1,": "--etcd '' is not host:port or http://host:port",
+        }
+        for raw, message in cases.items():
+            e = self.assertRaises(usage.UsageError, parse, ["--etcd", raw])
+            self.assertEqual(str(e), message)
+
+
+class NumericOptionTests(SynchronousTestCase):
+    """Numbers are converted once and checked against their range."""
+
+    def test_defaults(self) -> None:
+        """Defaults match the documented contract and are already in their final types."""
+        config = parse(["--etcd", "h:1"])
+        self.assertEqual(
+            (config.prefix, config.interface, config.stats_port, config.stats_interface),
+            ("/backends", "0.0.0.0", 1936, "127.0.0.1"),
+        )
+        self.assertEqual(
+            (config.check_interval, config.rise, config.fall, config.connect_timeout),
+            (2.0, 3, 2, 5.0),
+        )
+        self.assertEqual(
+            (config.idle_timeout, config.retries, config.maxconn, config.log_level),
+            (60.0, 3, 4096, "info"),
+        )
+
+    def test_given_values(self) -> None:
+        """Given values are converted to numbers."""
+        config = parse(
+            ["--etcd", "h:1", "--check-interval", "0.5", "--rise", "1", "--stats-port", "0"]
+        )
+        self.assertEqual((config.check_interval, config.rise, config.stats_port), (0.5, 1, 0))
+
+    def test_bad_values(self) -> None:
+        """A bad number is rejected with the option, the rule and the value."""
+        cases = [
+            (["--rise", "0"], "--rise must be a whole number from 1 to 1000, got '0'"),
+            (["--fall", "two"], "--fall must be a whole number from 1 to 1000, got 'two'"),
+            (
+                ["--stats-port", "70000"],
+                "--stats-port must be a whole number from 0 to 65535, got '70000'",
+            ),
+            (
+                ["--check-interval", "-1"],
+                "--check-interval must be a number >= 0.01, got '-1'",
+            ),
+            (["--retries", "0"], "--retries must be a whole number from 1 to 100, got '0'"),
+            (["--maxconn", "1.5"], "--maxconn must be a whole number >= 1, got '1.5'"),
+        ]
+        for args, message in cases:
+            e = self.assertRaises(usage.UsageError, parse, ["--etcd", "h:1", *args])
+            self.assertEqual(str(e), message)
+
+
+class OtherOptionTests(SynchronousTestCase):
+    """Addresses, the prefix and the log level."""
+
+    def test_prefix_normalised(self) -> None:
+        """A trailing slash on the prefix is dropped."""
+        self.assertEqual(parse(["--etcd", "h:1", "--prefix", "/svc/"]).prefix, "/svc")
+
+    def test_bad_prefix(self) -> None:
+        """A relative or empty prefix is rejected."""
+        for raw in ("backends", "/", "/a//b"):
+            e = self.assertRaises(usage.UsageError, parse, ["--etcd", "h:1", "--prefix", raw])
+            self.assertIn("--prefix must be an absolute etcd path", str(e))
+
+    def test_interfaces(self) -> None:
+        """Interfaces must be IP addresses; IPv6 is accepted with or without brackets."""
+        config = parse(["--etcd", "h:1", "--interface", "[::1]", "--stats-interface", "::"])
+        self.assertEqual((config.interface, config.stats_interface), ("::1", "::"))
+        e = self.assertRaises(usage.UsageError, parse, ["--etcd", "h:1", "--interface", "eth0"])
+        self.assertEqual(str(e), "--interface 'eth0' is not an IP address")
+
+    def test_log_level(self) -> None:
+        """Only txaio's level names are accepted."""
+        self.assertEqual(parse(["--etcd", "h:1", "--log-level", "debug"]).log_level, "debug")
+        e = self.assertRaises(usage.UsageError, parse, ["--etcd", "h:1", "--log-level", "loud"])
+        self.assertEqual(
+            str(e),
+            "--log-level must be one of critical, error, warn, info, debug, trace, got 'loud'",
+        )
+
+    def test_help_documents_every_option(self) -> None:
+        """--help names every option of the contract."""
+        text = str(Options({}))
+        for name in (
+            "--etcd", "--prefix", "--interface", "--stats-port", "--stats-interface",
+            "--check-interval", "--rise", "--fall", "--connect-timeout", "--idle-timeout",
+            "--retries", "--maxconn", "--log-level", "--drain-timeout",
+        ):  # fmt: skip
+            self.assertIn(name, text)
