@@ -60,11 +60,15 @@ class Rejection:
         return f"{self.key}: {self.reason}"
 
 
+def _services(services: Mapping[str, Service]) -> dict[str, Service]:
+    return dict(services)
+
+
 @attrs.frozen
 class Catalog:
     """Every service that is listened for, plus what the registry held that could not be used."""
 
-    services: Mapping[str, Service] = attrs.field(factory=dict, converter=dict)
+    services: Mapping[str, Service] = attrs.field(factory=dict, converter=_services)
     rejections: frozenset[Rejection] = frozenset()
 
     def by_port(self) -> dict[int, Service]:
