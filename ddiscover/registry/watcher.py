@@ -1,0 +1,216 @@
+"""The watch loop: keep an up-to-date copy of the keys under the prefix, and publish catalogs.
+
+One coroutine does it all: list every key (a snapshot), then long-poll for one event at a time,
+applying each to the cached keys and rebuilding the catalog with
+:func:`~ddiscover.registry.layout.build_catalog`.  ``on_catalog`` is called only when the
+catalog changes by value, and never with one built from a failed read: while etcd is out of
+reach the last catalog stays in force and the loop retries with backoff.  After a gap (history
+cleared, or etcd unreachable) it lists everything again, because nothing else is safe: etcd may
+even have come back with a fresh data dir and a smaller index.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Callable, Mapping
+
+from hyperlink import URL
+from twisted.application.internet import backoffPolicy
+from twisted.application.service import Service
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
+from twisted.python.failure import Failure
+
+from ddiscover._log import make_logger
+from ddiscover.catalog import Catalog
+from ddiscover.registry.etcd2 import Change, EtcdV2Client, IndexCleared, RegistryError
+from ddiscover.registry.layout import Entry, build_catalog, normalise_prefix
+
+log = make_logger()
+
+
+def _jitter() -> float:
+    return random.uniform(0.0, 0.25)
+
+
+DEFAULT_BACKOFF: Callable[[int], float] = backoffPolicy(
+    initialDelay=0.5, maxDelay=30.0, factor=2.0, jitter=_jitter
+)
+
+
+class WatchState(enum.Enum):
+    """Where the watch loop is; the value is the word the stats page shows."""
+
+    STARTING = "starting"
+    WATCHING = "watching"
+    RESYNCING = "resyncing"
+    UNREACHABLE = "unreachable"
+    STOPPED = "stopped"
+
+
+class RegistryWatcher(Service):
+    """Watches the prefix in etcd and calls ``on_catalog`` with each new catalog.
+
+    ``backoff(attempt)`` gives the delay before retry ``attempt`` (0 for the first) while etcd
+    is unreachable.
+    """
+
+    def __init__(
+        self,
+        client: EtcdV2Client,
+        clock: IReactorTime,
+        prefix: str,
+        on_catalog: Callable[[Catalog], None],
+        backoff: Callable[[int], float] = DEFAULT_BACKOFF,
+    ) -> None:
+        self._client = client
+        self._clock = clock
+        self._prefix = normalise_prefix(prefix)
+        self._on_catalog = on_catalog
+        self._backoff = backoff
+        self._entries: dict[str, Entry] = {}
+        self._published = False
+        self._running: Deferred[None] | None = None
+        self.catalog = Catalog()
+        self.state = WatchState.STOPPED
+        self.state_since = clock.seconds()
+        self.last_index: int | None = None
+        self.last_event_at: float | None = None
+        self.events = 0
+        self.resyncs = 0
+
+    @property
+    def entries(self) -> Mapping[str, Entry]:
+        """Every key under the prefix as last read from etcd, bad ones included."""
+        return self._entries
+
+    @property
+    def endpoint(self) -> URL:
+        """The etcd endpoint in use."""
+        return self._client.endpoint
+
+    def startService(self) -> None:
+        """Start the watch loop; the first catalog is published after the first listing."""
+        super().startService()
+        self._set_state(WatchState.STARTING)
+        self._running = Deferred.fromCoroutine(self._run())
+        self._running.addErrback(self._crashed)
+
+    def stopService(self) -> Deferred[None]:
+        """Abort the request in flight and any pending retry; fires once stopped."""
+        super().stopService()
+        running, self._running = self._running, None
+        self._set_state(WatchState.STOPPED)
+        if running is None:
+            return succeed(None)
+        running.cancel()
+        return running
+
+    def _crashed(self, failure: Failure) -> None:
+        if not failure.check(CancelledError):
+            log.failure("the etcd watch loop stopped on a bug", failure=failure)
+
+    def _set_state(self, state: WatchState) -> None:
+        if state is not self.state:
+            self.state = state
+            self.state_since = self._clock.seconds()
+
+    async def _run(self) -> None:
+        """List, then wait for events one by one; list again after any gap.
+
+        ``self.running`` is checked before each request, because ``on_catalog`` may stop the
+        service while this coroutine is running rather than waiting, and then cancelling it
+        reaches nothing.
+        """
+        failures = 0
+        next_index: int | None = None
+        while self.running:
+            try:
+                if next_index is None:
+                    next_index = await self._sync() + 1
+                    failures = 0
+                    continue
+                change = await self._client.wait(next_index)
+            except IndexCleared as e:
+                self.resyncs += 1
+                self._set_state(WatchState.RESYNCING)
+                log.info(
+                    "etcd history no longer reaches index {index} ({error}); listing again",
+                    index=next_index,
+                    error=e.problem,
+                )
+                next_index = None
+                continue
+            except RegistryError as e:
+                if self.state is not WatchState.UNREACHABLE:
+                    self._set_state(WatchState.UNREACHABLE)
+                    log.warn(
+                        "etcd {endpoint} unreachable: {error}; "
+                        "keeping the last known {services} services",
+                        endpoint=e.endpoint.to_text(),
+                        error=e.problem,
+                        services=len(self.catalog.services),
+                    )
+                await deferLater(self._clock, self._backoff(failures))
+                failures += 1
+                next_index = None
+                continue
+            if change is not None:
+                self._apply(change)
+                next_index = change.index + 1
+
+    async def _sync(self) -> int:
+        """Replace the cached keys with a fresh listing, publish, and return its index."""
+        snapshot = await self._client.snapshot()
+        recovered = self.state is WatchState.UNREACHABLE
+        self._set_state(WatchState.WATCHING)
+        self._entries = dict(snapshot.entries)
+        self.last_index = snapshot.index
+        self._rebuild()
+        if recovered:
+            self.resyncs += 1
+            log.info(
+                "etcd {endpoint} reachable again; resynced",
+                endpoint=self._client.endpoint.to_text(),
+            )
+        return snapshot.index
+
+    def _apply(self, change: Change) -> None:
+        """Apply one event to the cached keys; rebuild only if a value actually changed."""
+        self.events += 1
+        self.last_index = change.index
+        self.last_event_at = self._clock.seconds()
+        if change.removes and change.is_dir:
+            inside = change.key.rstrip("/") + "/"
+            gone = [key for key in self._entries if key.startswith(inside)]
+            for key in gone:
+                del self._entries[key]
+            changed = bool(gone)
+        elif change.removes:
+            changed = self._entries.pop(change.key, None) is not None
+        elif change.entry is not None:
+            before = self._entries.get(change.key)
+            self._entries[change.key] = change.entry
+            changed = before is None or before.value != change.entry.value
+        else:
+            changed = False  # a directory was created: no key, nothing to build
+        if changed:
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        """Build the catalog from the cached keys; log new rejections; publish if it changed."""
+        catalog = build_catalog(self._prefix, self._entries, previous=self.catalog)
+        for rejection in sorted(
+            catalog.rejections - self.catalog.rejections, key=lambda r: (r.key, r.reason)
+        ):
+            log.error("ignoring {key}: {reason}", key=rejection.key, reason=rejection.reason)
+        if self._published and catalog == self.catalog:
+            return
+        self.catalog = catalog
+        self._published = True
+        try:
+            self._on_catalog(catalog)
+        except Exception:
+            log.failure("publishing the catalog failed; the watch goes on")

@@ -1,0 +1,1 @@
+"""Tests against real processes: etcd, backends, twistd."""
