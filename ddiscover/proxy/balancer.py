@@ -1,0 +1,73 @@
+"""Round-robin over the backends of one service that the health checker says are UP.
+
+Health is consulted at pick time and never cached, so a backend that goes DOWN stops getting
+connections from the next pick on.  The backends are kept sorted so the rotation order does
+not depend on the order etcd listed them in, and a catalog update resumes the rotation after
+the backend picked last instead of starting over (which would pile the first connections after
+every update onto the first backend).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Collection
+from typing import Protocol
+
+from ddiscover.catalog import Address, Backend
+from ddiscover.health.result import CheckResult
+
+
+class HealthView(Protocol):
+    """What the proxy needs of the health checker."""
+
+    def is_up(self, address: Address) -> bool:
+        """Whether ``address`` may receive new connections now."""
+
+    def report(self, address: Address, result: CheckResult) -> None:
+        """Count a failed proxied connect to ``address`` like a failed health check."""
+
+
+class Balancer:
+    """Round-robin choice among one service's UP backends."""
+
+    def __init__(self, health: HealthView) -> None:
+        self._health = health
+        self._backends: tuple[Backend, ...] = ()
+        self._next = 0
+        self._last: Backend | None = None
+
+    @property
+    def backends(self) -> tuple[Backend, ...]:
+        """Every backend of the service, UP or not, in rotation order."""
+        return self._backends
+
+    def update(self, backends: frozenset[Backend]) -> None:
+        """Replace the backend set, keeping the rotation where it was.
+
+        The next pick is the first backend that sorts after the one picked last, whether or
+        not that one is still present.
+        """
+        ordered = tuple(sorted(backends))
+        if ordered and self._last is not None:
+            self._next = bisect_right(ordered, self._last) % len(ordered)
+        else:
+            self._next = 0
+        self._backends = ordered
+
+    def choose(self, exclude: Collection[Address] = ()) -> Backend | None:
+        """The next UP backend in turn whose address is not in ``exclude``, or ``None``."""
+        backends = self._backends
+        count = len(backends)
+        for step in range(count):
+            index = (self._next + step) % count
+            backend = backends[index]
+            if backend.address in exclude or not self._health.is_up(backend.address):
+                continue
+            self._next = (index + 1) % count
+            self._last = backend
+            return backend
+        return None
+
+    def up_count(self) -> int:
+        """How many of the backends are UP now."""
+        return sum(1 for backend in self._backends if self._health.is_up(backend.address))
