@@ -5,6 +5,7 @@ with a 15 s TTL (etcd v2 keys API), exactly like docker-register's template; on 
 Ctrl-C it deletes its keys.  Usage: demo_registrar.py ETCD_URL SERVICE PORT ID=HOST:PORT...
 """
 
+import contextlib
 import signal
 import sys
 import time
@@ -24,10 +25,8 @@ def put(etcd: str, key: str, value: str) -> None:
 
 def delete(etcd: str, key: str) -> None:
     request = urllib.request.Request(f"{etcd}/v2/keys{key}", method="DELETE")
-    try:
+    with contextlib.suppress(urllib.error.URLError):
         urllib.request.urlopen(request, timeout=5).close()
-    except urllib.error.URLError:
-        pass
 
 
 def main(etcd: str, service: str, port: str, *backends: str) -> None:

@@ -1,0 +1,165 @@
+"""Build the whole ddiscover service tree from a :class:`Config` and the reactor.
+
+:func:`build_service` takes every collaborator that does I/O (the reactor, the HTTP client,
+the endpoint factory for health checks), so tests build the same tree on fakes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import cast
+
+from treq.client import HTTPClient
+from twisted.application import strports
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, quoteStringArgument
+from twisted.internet.interfaces import (
+    IReactorCore,
+    IReactorTCP,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
+from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.server import Site
+
+from ddiscover._log import make_logger
+from ddiscover.catalog import Address, Catalog, diff
+from ddiscover.config import Config
+from ddiscover.health.checker import HealthChecker
+from ddiscover.proxy.forwarding import ProxyReactor
+from ddiscover.proxy.listeners import Listeners
+from ddiscover.registry.etcd2 import EtcdV2Client, HTTPClientLike
+from ddiscover.registry.watcher import RegistryWatcher
+from ddiscover.stats.web import stats_root
+
+log = make_logger()
+
+
+EndpointFactory = Callable[[Address, float], IStreamClientEndpoint]
+
+
+class Discovery:
+    """Fans each new catalog out to the health checker and the listeners, in that order.
+
+    Health first, so a backend new to the catalog has its check loop before its service's
+    listener can hand it connections; it is not routable until its first check passes.
+    """
+
+    def __init__(self, checker: HealthChecker, listeners: Listeners) -> None:
+        self.catalog = Catalog()
+        self._checker = checker
+        self._listeners = listeners
+
+    def apply(self, catalog: Catalog) -> None:
+        """Log what changed and reconcile health checks and listeners with ``catalog``."""
+        change = diff(self.catalog, catalog)
+        for name in sorted(change.added):
+            service = catalog.services[name]
+            log.info(
+                "service {service} appeared on port {port} with {count} backends",
+                service=name,
+                port=service.port,
+                count=len(service.backends),
+            )
+        for name in sorted(change.removed):
+            log.info("service {service} removed", service=name)
+        for name in sorted(change.port_changed):
+            log.info(
+                "service {service} moved from port {old} to {new}",
+                service=name,
+                old=self.catalog.services[name].port,
+                new=catalog.services[name].port,
+            )
+        for name, backends in sorted(change.backends_added.items()):
+            for backend in sorted(backends):
+                log.info(
+                    "service {service}: backend {id} at {address} registered",
+                    service=name,
+                    id=backend.id,
+                    address=str(backend.address),
+                )
+        for name, backends in sorted(change.backends_removed.items()):
+            for backend in sorted(backends):
+                log.info(
+                    "service {service}: backend {id} at {address} deregistered",
+                    service=name,
+                    id=backend.id,
+                    address=str(backend.address),
+                )
+        self.catalog = catalog
+        self._checker.reconcile(catalog)
+        self._listeners.reconcile(catalog)
+
+
+def tcp_endpoint_factory(reactor: ProxyReactor) -> EndpointFactory:
+    """Endpoints for health checks: plain TCP connects bounded by the given timeout."""
+
+    def endpoint_for(address: Address, timeout: float) -> IStreamClientEndpoint:
+        kind = TCP6ClientEndpoint if ":" in address.host else TCP4ClientEndpoint
+        return kind(cast(IReactorTCP, reactor), address.host, address.port, timeout=timeout)
+
+    return endpoint_for
+
+
+class _HTTPPoolService(Service):
+    """Closes the etcd client's cached HTTP connections when ddiscover stops."""
+
+    def __init__(self, pool: HTTPConnectionPool) -> None:
+        self._pool = pool
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return self._pool.closeCachedConnections()
+
+
+def build_service(
+    config: Config,
+    reactor: ProxyReactor,
+    http: HTTPClientLike | None = None,
+    endpoint_for: EndpointFactory | None = None,
+) -> MultiService:
+    """Wire registry, health, proxy and stats together as one ``MultiService``.
+
+    ``http`` and ``endpoint_for`` default to real ones on ``reactor``; tests pass fakes.
+    """
+    # One reactor, seen through each zope interface a part is typed with: mypy-zope cannot
+    # spell "provides IReactorTCP and IReactorTime" as one type.
+    clock = cast(IReactorTime, reactor)
+    tcp = cast(IReactorTCP, reactor)
+    root = MultiService()
+    if http is None:
+        pool = HTTPConnectionPool(tcp, persistent=True)
+        http = HTTPClient(Agent(tcp, connectTimeout=config.etcd_timeout, pool=pool))
+        _HTTPPoolService(pool).setServiceParent(root)
+    checker = HealthChecker(
+        clock,
+        endpoint_for or tcp_endpoint_factory(reactor),
+        interval=config.check_interval,
+        rise=config.rise,
+        fall=config.fall,
+        connect_timeout=config.connect_timeout,
+    )
+    listeners = Listeners(reactor, config, checker)
+    discovery = Discovery(checker, listeners)
+    client = EtcdV2Client(
+        http,
+        clock,
+        config.etcd,
+        config.prefix,
+        request_timeout=config.etcd_timeout,
+        watch_timeout=config.watch_timeout,
+    )
+    watcher = RegistryWatcher(client, clock, config.prefix, discovery.apply)
+    for name, child in (("health", checker), ("listeners", listeners), ("registry", watcher)):
+        child.setName(name)
+        child.setServiceParent(root)
+    if config.stats_port:
+        description = (
+            f"tcp:{config.stats_port}:interface={quoteStringArgument(config.stats_interface)}"
+        )
+        site = Site(stats_root(watcher, listeners))
+        stats = strports.service(description, site, reactor=cast(IReactorCore, reactor))
+        stats.setName("stats")
+        stats.setServiceParent(root)
+    return root

@@ -1,0 +1,214 @@
+"""The whole of ddiscover in this process on the real reactor, against a real etcd process and
+real loopback backends: what an operator sees, asserted on the bytes clients receive."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, cast
+
+from hyperlink import URL
+from twisted.application.service import MultiService
+from twisted.internet import defer, reactor
+from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
+from twisted.trial.unittest import TestCase
+
+from ddiscover.app import build_service
+from ddiscover.catalog import Address
+from ddiscover.config import Config
+from ddiscover.health.checker import HealthChecker
+from ddiscover.proxy.forwarding import ProxyReactor
+from ddiscover.proxy.listeners import Listeners
+from ddiscover.registry.watcher import RegistryWatcher, WatchState
+from tests.integration.backends import InProcessBackend, ProcessBackend
+from tests.integration.etcd import EtcdProcess
+from tests.integration.support import eventually, exchange, free_port, greeting
+
+INTERVAL = 0.2
+FALL = 2
+
+
+def address(text: str) -> Address:
+    host, _, port = text.rpartition(":")
+    return Address(host, int(port))
+
+
+class EndToEndTests(TestCase):
+    """ddiscover built by ``build_service`` on the real reactor, driven only through etcd."""
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        self.etcd = EtcdProcess.started(self)
+        self.port = free_port()
+        self.logged: list[str] = []
+
+        def observe(event: LogEvent) -> None:
+            text = formatEvent(event)
+            if text:
+                self.logged.append(text)
+
+        observer = cast(ILogObserver, observe)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+
+    def start(self, **overrides: Any) -> None:
+        settings: dict[str, Any] = {
+            "etcd": (URL.from_text(self.etcd.url),),
+            "interface": "127.0.0.1",
+            "stats_port": 0,
+            "check_interval": INTERVAL,
+            "rise": 2,
+            "fall": FALL,
+            "connect_timeout": 1.0,
+            "drain_timeout": 1.0,
+            "etcd_timeout": 0.5,
+            "watch_timeout": 5.0,
+        }
+        settings.update(overrides)
+        self.root: MultiService = build_service(Config(**settings), cast(ProxyReactor, reactor))
+        self.root.startService()
+        self.addCleanup(self.root.stopService)
+        self.watcher = self.root.getServiceNamed("registry")
+        self.listeners = self.root.getServiceNamed("listeners")
+        self.health = self.root.getServiceNamed("health")
+        assert isinstance(self.watcher, RegistryWatcher)
+        assert isinstance(self.listeners, Listeners)
+        assert isinstance(self.health, HealthChecker)
+
+    def register(self, service: str, port: int, **backends: str) -> None:
+        self.etcd.put(f"/backends/{service}/port", str(port), ttl=15)
+        for backend_id, value in backends.items():
+            self.etcd.put(f"/backends/{service}/{backend_id}", value, ttl=15)
+
+    def listening(self, service: str) -> bool:
+        frontend = self.listeners.frontends().get(service)
+        return frontend is not None and frontend.listening
+
+    def in_process_backend(self, name: str) -> InProcessBackend:
+        backend = InProcessBackend(reactor, name)
+        self.addCleanup(lambda: defer.Deferred.fromCoroutine(backend.stop()))
+        return backend
+
+    def process_backend(self, name: str) -> ProcessBackend:
+        backend = ProcessBackend(name)
+        self.addCleanup(backend.kill)
+        return backend
+
+    async def test_service_appears_and_disappears_live(self) -> None:
+        """A service written to etcd is listened for at once; deleting it stops the listener."""
+        backend = self.in_process_backend("alpha")
+        self.start()
+        await eventually(lambda: self.watcher.state is WatchState.WATCHING)
+        written = time.monotonic()
+        self.register("web", self.port, a1=backend.address)
+        await eventually(lambda: self.listening("web"))
+        opened = time.monotonic() - written
+        await eventually(lambda: self.health.is_up(address(backend.address)))
+        self.assertEqual(await greeting(self.port), "alpha")
+        print(f"\n    etcd write -> listener open: {opened * 1000:.1f} ms")
+        self.assertLess(opened, 1.0)
+
+        self.etcd.delete("/backends/web", recursive=True)
+        await eventually(lambda: "web" not in self.listeners.frontends())
+        with self.assertRaises(ConnectionRefusedError):
+            await exchange(self.port)
+
+    async def test_round_robin_over_two_backends(self) -> None:
+        """Consecutive connections alternate between the two UP backends."""
+        one, two = self.in_process_backend("one"), self.in_process_backend("two")
+        self.start()
+        self.register("web", self.port, b1=one.address, b2=two.address)
+        await eventually(lambda: all(self.health.is_up(address(b.address)) for b in (one, two)))
+        names = [await greeting(self.port) for _ in range(6)]
+        self.assertEqual(set(names), {"one", "two"})
+        self.assertEqual(names[0::2], [names[0]] * 3)
+        self.assertEqual(names[1::2], [names[1]] * 3)
+
+    async def test_killed_backend_goes_down_and_no_client_fails(self) -> None:
+        """A SIGKILLed backend is DOWN within fall x inter (+1 inter) and no client notices."""
+        alive, doomed = self.process_backend("alive"), self.process_backend("doomed")
+        self.start()
+        self.register("web", self.port, a=alive.address, d=doomed.address)
+        await eventually(
+            lambda: all(self.health.is_up(address(b.address)) for b in (alive, doomed))
+        )
+        doomed.kill()
+        killed = time.monotonic()
+        down_after: float | None = None
+        reached: list[str] = []
+        while down_after is None or len(reached) < 40:
+            reached.append(await greeting(self.port))
+            if down_after is None and not self.health.is_up(address(doomed.address)):
+                down_after = time.monotonic() - killed
+        print(f"\n    backend killed -> DOWN: {down_after * 1000:.0f} ms, "
+              f"{len(reached)} client connections, all answered")  # fmt: skip
+        self.assertLessEqual(down_after, (FALL + 1) * INTERVAL + 0.3)
+        self.assertEqual(set(reached), {"alive"})
+        counters = self.listeners.frontends()["web"].counters
+        self.assertGreaterEqual(counters.wredis, 1)
+
+    async def test_half_close_reaches_the_backend_and_the_reply_comes_back(self) -> None:
+        """A client that shuts down its write side still gets the backend's whole reply."""
+        backend = self.process_backend("echo")
+        self.start()
+        self.register("web", self.port, e=backend.address)
+        await eventually(lambda: self.health.is_up(address(backend.address)))
+        payload = b"x" * 300_000
+        reply = await exchange(self.port, payload, half_close=True)
+        self.assertEqual(reply, b"echo\n" + payload)
+
+    async def test_etcd_killed_and_restarted_without_closing_listeners(self) -> None:
+        """With etcd dead, every listener stays and forwards; after restart, changes flow again."""
+        one, two = self.in_process_backend("one"), self.in_process_backend("two")
+        self.start()
+        self.register("web", self.port, b1=one.address)
+        await eventually(lambda: self.health.is_up(address(one.address)))
+
+        self.etcd.kill()
+        await eventually(lambda: self.watcher.state is WatchState.UNREACHABLE)
+        for _ in range(5):
+            self.assertEqual(await greeting(self.port), "one")
+
+        self.etcd.restart()
+        await eventually(lambda: self.watcher.state is WatchState.WATCHING)
+        self.etcd.put("/backends/web/b2", two.address, ttl=15)
+        await eventually(lambda: self.health.is_up(address(two.address)))
+        self.assertEqual({await greeting(self.port) for _ in range(4)}, {"one", "two"})
+        stopped = [line for line in self.logged if "stopped listening" in line]
+        self.assertEqual(stopped, [])
+        unreachable = [line for line in self.logged if "unreachable" in line]
+        self.assertEqual(len(unreachable), 1, unreachable)
+
+    async def test_bad_values_are_ignored_and_good_services_keep_working(self) -> None:
+        """Bad keys are rejected one by one; the good service listens and forwards."""
+        backend = self.in_process_backend("good")
+        other_port = free_port()
+        self.start()
+        self.register("web", self.port, g=backend.address)
+        self.etcd.put("/backends/web/broken", "abc")
+        self.etcd.put("/backends/web/far", "1.2.3.4:99999")
+        self.etcd.put("/backends/api/port", "http")
+        self.etcd.put("/backends/api/x", backend.address)
+        self.etcd.put("/backends/clash/port", str(self.port))
+        self.etcd.put("/backends/clash/c", backend.address)
+        self.etcd.put("/backends/other/port", str(other_port))
+        await eventually(lambda: self.listening("other"))
+        await eventually(lambda: self.health.is_up(address(backend.address)))
+        self.assertEqual(await greeting(self.port), "good")
+        self.assertEqual(sorted(self.listeners.frontends()), ["other", "web"])
+        rejections = self.watcher.catalog.rejections
+        self.assertEqual(
+            {r.key for r in rejections},
+            {
+                "/backends/web/broken",
+                "/backends/web/far",
+                "/backends/api/port",
+                "/backends/api",
+                "/backends/clash",
+            },
+        )
+        clash = next(r for r in rejections if r.key == "/backends/clash")
+        self.assertEqual(clash.reason, f"port {self.port} is already used by service web")
+        for rejection in rejections:
+            line = f"ignoring {rejection.key}: {rejection.reason}"
+            self.assertEqual(self.logged.count(line), 1, line)
