@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import resource
+import signal
+from collections.abc import Callable
+from types import FrameType
+
+from twisted.internet.interfaces import IReactorFromThreads
 
 from ddiscover._log import make_logger
 
@@ -29,3 +34,25 @@ def raise_fd_limit() -> int:
         log.info("raised the open-files limit from {soft} to {hard}", soft=soft, hard=hard)
         return hard
     return soft
+
+
+def stop_gracefully_on_sigterm(reactor: IReactorFromThreads, stop: Callable[[], None]) -> None:
+    """Make SIGTERM stop the reactor without recording the signal, so twistd exits 0.
+
+    Twisted's own handler records the signal and twistd re-raises it after shutdown, so even a
+    completed drain would end as "killed by SIGTERM" (status 143 under Docker).  Stopping runs
+    every service's ``stopService``, which is where the drain happens.  Call this once the
+    reactor runs: Twisted installs its handlers during startup and would replace ours.
+    """
+    stopping = False
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        if stopping:
+            log.info("received SIGTERM again; already stopping")
+            return
+        stopping = True
+        log.info("received SIGTERM: no new connections, draining open ones, then exiting")
+        reactor.callFromThread(stop)
+
+    signal.signal(signal.SIGTERM, handle)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import cast
 
-from twisted.internet import reactor
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.interfaces import IReactorTCP, IReactorTime, ITransport
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
@@ -69,3 +71,57 @@ async def eventually(
             raise AssertionError(f"condition not met within {timeout}s")
         await deferLater(clock, 0.001, lambda: None)
     return time.monotonic() - start
+
+
+async def eventually_async(
+    condition: Callable[[], Awaitable[bool]],
+    timeout: float = 10.0,
+    clock: IReactorTime = reactor,
+) -> float:
+    """Like :func:`eventually` for a condition that has to do I/O, such as connecting."""
+    start = time.monotonic()
+    while not await condition():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await deferLater(clock, 0.01, lambda: None)
+    return time.monotonic() - start
+
+
+class HeldConnection(protocol.Protocol):
+    """A proxied connection a test keeps open across changes, to show it survives them."""
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+        self.lost: defer.Deferred[None] = defer.Deferred()
+        self.name = ""
+
+    @classmethod
+    async def open(cls, port: int) -> HeldConnection:
+        """Connect to ``port`` on loopback and read the backend's greeting into ``name``."""
+        held = cls()
+        endpoint = TCP4ClientEndpoint(cast(IReactorTCP, reactor), "127.0.0.1", port)
+        await connectProtocol(endpoint, held)
+        await eventually(lambda: b"\n" in held.received)
+        greeting, _, rest = bytes(held.received).partition(b"\n")
+        held.name = greeting.decode()
+        held.received = bytearray(rest)
+        return held
+
+    async def echo(self, data: bytes) -> bytes:
+        """Send ``data`` and return the same number of bytes once they have come back."""
+        cast(ITransport, self.transport).write(data)
+        await eventually(lambda: len(self.received) >= len(data))
+        reply = bytes(self.received[: len(data)])
+        del self.received[: len(data)]
+        return reply
+
+    async def close(self) -> None:
+        """Close the connection and wait until it is gone."""
+        cast(ITransport, self.transport).loseConnection()
+        await self.lost
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: object = None) -> None:
+        self.lost.callback(None)

@@ -21,7 +21,13 @@ from ddiscover.proxy.listeners import Listeners
 from ddiscover.registry.watcher import RegistryWatcher, WatchState
 from tests.integration.backends import InProcessBackend, ProcessBackend
 from tests.integration.etcd import EtcdProcess
-from tests.integration.support import eventually, exchange, free_port, greeting
+from tests.integration.support import (
+    HeldConnection,
+    eventually,
+    exchange,
+    free_port,
+    greeting,
+)
 
 INTERVAL = 0.2
 FALL = 2
@@ -94,6 +100,14 @@ class EndToEndTests(TestCase):
         self.addCleanup(backend.kill)
         return backend
 
+    async def serve_web(self, **backends: InProcessBackend | ProcessBackend) -> None:
+        """Start ddiscover with service ``web`` on these backends and wait until all are UP."""
+        self.start()
+        self.register("web", self.port, **{key: b.address for key, b in backends.items()})
+        await eventually(
+            lambda: all(self.health.is_up(address(b.address)) for b in backends.values())
+        )
+
     async def test_service_appears_and_disappears_live(self) -> None:
         """A service written to etcd is listened for at once; deleting it stops the listener."""
         backend = self.in_process_backend("alpha")
@@ -116,9 +130,7 @@ class EndToEndTests(TestCase):
     async def test_round_robin_over_two_backends(self) -> None:
         """Consecutive connections alternate between the two UP backends."""
         one, two = self.in_process_backend("one"), self.in_process_backend("two")
-        self.start()
-        self.register("web", self.port, b1=one.address, b2=two.address)
-        await eventually(lambda: all(self.health.is_up(address(b.address)) for b in (one, two)))
+        await self.serve_web(b1=one, b2=two)
         names = [await greeting(self.port) for _ in range(6)]
         self.assertEqual(set(names), {"one", "two"})
         self.assertEqual(names[0::2], [names[0]] * 3)
@@ -127,11 +139,7 @@ class EndToEndTests(TestCase):
     async def test_killed_backend_goes_down_and_no_client_fails(self) -> None:
         """A SIGKILLed backend is DOWN within fall x inter (+1 inter) and no client notices."""
         alive, doomed = self.process_backend("alive"), self.process_backend("doomed")
-        self.start()
-        self.register("web", self.port, a=alive.address, d=doomed.address)
-        await eventually(
-            lambda: all(self.health.is_up(address(b.address)) for b in (alive, doomed))
-        )
+        await self.serve_web(a=alive, d=doomed)
         doomed.kill()
         killed = time.monotonic()
         down_after: float | None = None
@@ -212,3 +220,34 @@ class EndToEndTests(TestCase):
         for rejection in rejections:
             line = f"ignoring {rejection.key}: {rejection.reason}"
             self.assertEqual(self.logged.count(line), 1, line)
+
+    async def test_killed_backend_goes_down_by_checks_alone(self) -> None:
+        """With no traffic at all, checks take a SIGKILLed backend DOWN in fall x inter (+1)."""
+        alive, doomed = self.process_backend("alive"), self.process_backend("doomed")
+        await self.serve_web(a=alive, d=doomed)
+        doomed.kill()
+        took = await eventually(lambda: not self.health.is_up(address(doomed.address)))
+        print(f"\n    backend killed -> DOWN by checks alone: {took * 1000:.0f} ms")
+        self.assertLessEqual(took, (FALL + 1) * INTERVAL + 0.1)
+        self.assertEqual({await greeting(self.port) for _ in range(10)}, {"alive"})
+        self.assertEqual(self.listeners.frontends()["web"].counters.wredis, 0)
+
+    async def test_removal_from_etcd_spares_open_connections(self) -> None:
+        """A deregistered backend, then a removed service: open connections carry on."""
+        one, two = self.process_backend("one"), self.process_backend("two")
+        await self.serve_web(b1=one, b2=two)
+        held = await HeldConnection.open(self.port)
+        first = held.name
+        other = "two" if first == "one" else "one"
+
+        self.etcd.delete("/backends/web/b1" if first == "one" else "/backends/web/b2")
+        await eventually(lambda: len(self.watcher.catalog.services["web"].backends) == 1)
+        self.assertEqual({await greeting(self.port) for _ in range(4)}, {other})
+        self.assertEqual(await held.echo(b"after deregistration\n"), b"after deregistration\n")
+
+        self.etcd.delete("/backends/web", recursive=True)
+        await eventually(lambda: "web" not in self.listeners.frontends())
+        with self.assertRaises(ConnectionRefusedError):
+            await exchange(self.port)
+        self.assertEqual(await held.echo(b"after removal\n"), b"after removal\n")
+        await held.close()
