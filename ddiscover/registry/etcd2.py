@@ -2,7 +2,7 @@
 
 Every request is bounded twice on the injected clock: treq's ``timeout=`` until the response
 headers arrive, and our own timer on the body, because etcd sends a wait's headers at once and
-its body only when an event happens.  The body is read by :class:`_BodyReader`, which aborts the
+its body only when an event happens.  The body is read by :class:`BodyReader`, which aborts the
 connection when the body is too slow, too big, or no longer wanted; cancelling a call therefore
 never leaves a socket or a timer behind.
 
@@ -12,244 +12,61 @@ Errors are one-line :class:`RegistryError` subclasses naming the endpoint.  Afte
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
-import attrs
 from hyperlink import URL
-from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.defer import TimeoutError as DeferredTimeoutError
-from twisted.internet.error import ConnectError, ConnectingCancelledError, ConnectionClosed
-from twisted.internet.interfaces import IPushProducer, IReactorTime
-from twisted.internet.protocol import Protocol as TwistedProtocol
-from twisted.internet.protocol import connectionDone
-from twisted.python.failure import Failure
-from twisted.web.client import (
-    RequestTransmissionFailed,
-    ResponseDone,
-    ResponseFailed,
-)
-from twisted.web.http import PotentialDataLoss
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
+from ddiscover.registry.client import (
+    NETWORK_ERRORS,
+    BodyReader,
+    BodyTooLargeError,
+    Change,
+    ChangeHandler,
+    HeadersTimeoutError,
+    HTTPClientLike,
+    IndexCleared,
+    MalformedError,
+    RegistryError,
+    RegistryUnavailable,
+    Reply,
+    Snapshot,
+    decode_object,
+    describe,
+    etcd_index,
+    field,
+    one_line,
+    tell_timeout_from_cancel,
+)
 from ddiscover.registry.layout import Entry
+
+__all__ = [
+    "Change",
+    "EtcdV2Client",
+    "HTTPClientLike",
+    "IndexCleared",
+    "RegistryError",
+    "RegistryUnavailable",
+    "Snapshot",
+    "parse_event",
+    "parse_listing",
+]
 
 _SET_ACTIONS = frozenset({"set", "create", "update", "compareAndSwap"})
 _DELETE_ACTIONS = frozenset({"delete", "expire", "compareAndDelete"})
 _KEY_NOT_FOUND = 100
 _INDEX_CLEARED = 401
 
-# What the network, not our code, can make a request fail with.
-_NETWORK_ERRORS = (
-    ConnectError,
-    ConnectionClosed,
-    ResponseFailed,
-    RequestTransmissionFailed,
-    OSError,
-)
-
-
-class HTTPClientLike(Protocol):
-    """The part of :class:`treq.client.HTTPClient` this client uses (``StubTreq`` has it too)."""
-
-    def get(
-        self,
-        url: str,
-        /,
-        *,
-        timeout: float | None,
-        unbuffered: bool,
-        # treq declares a whole reactor here but only calls ``callLater`` on it.
-        reactor: Any,
-    ) -> Deferred[Any]:
-        """Start a GET; the result provides :class:`~twisted.web.iweb.IResponse`."""
-
-
-class RegistryError(Exception):
-    """etcd could not be read; ``str()`` is one line naming the endpoint and the problem."""
-
-    def __init__(self, endpoint: URL, problem: str) -> None:
-        super().__init__(endpoint, problem)
-        self.endpoint = endpoint
-        self.problem = problem
-
-    def __str__(self) -> str:
-        return f"etcd {self.endpoint.to_text()}: {self.problem}"
-
-
-class RegistryUnavailable(RegistryError):  # noqa: N818 (the name is the contract)
-    """The endpoint did not answer usefully (refused, timed out, 5xx, cut off, not JSON)."""
-
-
-class IndexCleared(RegistryError):  # noqa: N818 (the name is the contract)
-    """The wait index is older than etcd's event history (errorCode 401): list everything again."""
-
-
-@attrs.frozen
-class Snapshot:
-    """Every leaf key under the prefix, and the etcd index the listing was taken at."""
-
-    index: int
-    entries: Mapping[str, Entry]
-
-
-@attrs.frozen
-class Change:
-    """One event from a wait; ``entry`` is the new value for set-like actions, else ``None``."""
-
-    action: str
-    key: str
-    is_dir: bool
-    entry: Entry | None
-    index: int
-
-    @property
-    def removes(self) -> bool:
-        """Whether the event took ``key`` away (delete, expire or compareAndDelete)."""
-        return self.action in _DELETE_ACTIONS
-
-
-class _MalformedError(ValueError):
-    """A response body etcd would not send; the message says what was wrong."""
-
-
-class _BodyTooLargeError(Exception):
-    """The body grew past the size cap, so the connection was aborted."""
-
-
-@attrs.frozen
-class _Reply:
-    """A complete response: status, X-Etcd-Index (if any) and body."""
-
-    code: int
-    etcd_index: int | None
-    body: bytes
-
-
-class _BodyReader(TwistedProtocol):
-    """Collects a response body up to ``limit`` bytes into :attr:`done`.
-
-    Cancelling :attr:`done` (directly, or through ``addTimeout``) aborts the connection, which
-    is the only way to stop a long-poll whose headers have already arrived.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.done: Deferred[bytes] = Deferred(self._abort)
-        self._limit = limit
-        self._size = 0
-        self._parts: list[bytes] = []
-
-    def _abort(self, _: Deferred[bytes]) -> None:
-        IPushProducer(self.transport).stopProducing()
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.done.called:
-            return
-        self._size += len(data)
-        if self._size > self._limit:
-            self.done.errback(_BodyTooLargeError())
-            self._abort(self.done)
-            return
-        self._parts.append(data)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self.done.called:
-            return
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self.done.callback(b"".join(self._parts))
-        else:
-            self.done.errback(reason)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _describe(error: BaseException) -> str:
-    """A short description of a network failure, looking inside Twisted's wrapper exceptions."""
-    if isinstance(error, ResponseFailed | RequestTransmissionFailed) and error.reasons:
-        inner = "; ".join(_one_line(r.getErrorMessage()) or r.type.__name__ for r in error.reasons)
-        return f"{type(error).__name__}: {inner}"
-    return _one_line(str(error)).rstrip(".") or type(error).__name__
-
-
-class _HeadersTimeoutError(Exception):
-    """treq cancelled the request because no response headers came within its timeout."""
-
-
-def _was_cancelled(failure: Failure) -> bool:
-    """Whether a request failed because it was cancelled, at whatever stage it was in."""
-    if failure.check(CancelledError, ConnectingCancelledError):
-        return True
-    error = failure.value
-    return isinstance(error, ResponseFailed | RequestTransmissionFailed) and any(
-        reason.check(CancelledError) for reason in error.reasons
-    )
-
-
-def _tell_timeout_from_cancel(requested: Deferred[Any]) -> Deferred[Any]:
-    """Wrap ``requested`` so treq's header timeout is told apart from the caller's cancel.
-
-    Both cancel the same Deferred.  Through the wrapper, the caller's cancel stays a
-    ``CancelledError`` and treq's becomes :class:`_HeadersTimeoutError`.
-    """
-    by_caller = False
-
-    def cancel(_: Deferred[Any]) -> None:
-        nonlocal by_caller
-        by_caller = True
-        requested.cancel()
-
-    outer: Deferred[Any] = Deferred(cancel)
-
-    def settle(result: object) -> None:
-        if outer.called:
-            return
-        if by_caller:
-            outer.errback(CancelledError())
-        elif isinstance(result, Failure):
-            outer.errback(_HeadersTimeoutError() if _was_cancelled(result) else result)
-        else:
-            outer.callback(result)
-
-    requested.addBoth(settle)
-    return outer
-
-
-def _etcd_index(response: IResponse) -> int | None:
-    values = response.headers.getRawHeaders(b"x-etcd-index")
-    if not values:
-        return None
-    try:
-        return int(values[0])
-    except ValueError:
-        return None
-
-
-def _field(obj: Mapping[str, Any], name: str, kind: type) -> Any:
-    """``obj[name]``, which must be a ``kind`` (and not a bool posing as an int)."""
-    value = obj.get(name)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise _MalformedError(f"field {name!r} is missing or not {kind.__name__}")
-    return value
-
-
-def _decode(body: bytes) -> dict[str, Any]:
-    try:
-        decoded = json.loads(body)
-    except ValueError as e:
-        raise _MalformedError(f"not JSON ({_one_line(str(e))})") from None
-    if not isinstance(decoded, dict):
-        raise _MalformedError("not a JSON object")
-    return decoded
-
 
 def _entry(node: Mapping[str, Any]) -> Entry:
     ttl = node.get("ttl")
     return Entry(
-        value=_field(node, "value", str),
-        modified_index=_field(node, "modifiedIndex", int),
+        value=field(node, "value", str),
+        modified_index=field(node, "modifiedIndex", int),
         ttl=ttl if isinstance(ttl, int) and not isinstance(ttl, bool) else None,
     )
 
@@ -261,20 +78,20 @@ def _leaves(node: Mapping[str, Any], into: dict[str, Entry]) -> None:
         where = node.get("key", "/")
         children = node.get("nodes", [])
         if not isinstance(children, list):
-            raise _MalformedError(f"'nodes' of {where} is not a list")
+            raise MalformedError(f"'nodes' of {where} is not a list")
         for child in children:
             if not isinstance(child, dict):
-                raise _MalformedError(f"a child of {where} is not an object")
+                raise MalformedError(f"a child of {where} is not an object")
             _leaves(child, into)
     else:
-        into[_field(node, "key", str)] = _entry(node)
+        into[field(node, "key", str)] = _entry(node)
 
 
 def parse_listing(index: int, body: bytes) -> Snapshot:
     """Turn the body of a recursive GET into a :class:`Snapshot` of every leaf key."""
-    node = _decode(body).get("node")
+    node = decode_object(body).get("node")
     if not isinstance(node, dict):
-        raise _MalformedError("no 'node' object")
+        raise MalformedError("no 'node' object")
     entries: dict[str, Entry] = {}
     _leaves(node, entries)
     return Snapshot(index=index, entries=entries)
@@ -282,41 +99,41 @@ def parse_listing(index: int, body: bytes) -> Snapshot:
 
 def parse_event(body: bytes) -> Change:
     """Turn the body of a wait into the :class:`Change` it reports."""
-    event = _decode(body)
-    action = _field(event, "action", str)
+    event = decode_object(body)
+    action = field(event, "action", str)
     node = event.get("node")
     if not isinstance(node, dict):
-        raise _MalformedError("no 'node' object")
+        raise MalformedError("no 'node' object")
     if action not in _SET_ACTIONS | _DELETE_ACTIONS:
-        raise _MalformedError(f"unknown action {action!r}")
+        raise MalformedError(f"unknown action {action!r}")
     is_dir = bool(node.get("dir"))
     return Change(
         action=action,
-        key=_field(node, "key", str),
+        key=field(node, "key", str),
         is_dir=is_dir,
         entry=_entry(node) if action in _SET_ACTIONS and not is_dir else None,
-        index=_field(node, "modifiedIndex", int),
+        index=field(node, "modifiedIndex", int),
     )
 
 
 def _error_code(body: bytes) -> tuple[int | None, str]:
     """etcd's ``errorCode`` and a one-line message from an error body, if it has them."""
     try:
-        error = _decode(body)
-    except _MalformedError:
-        return None, _one_line(body[:200].decode("utf-8", "replace"))
+        error = decode_object(body)
+    except MalformedError:
+        return None, one_line(body[:200].decode("utf-8", "replace"))
     code = error.get("errorCode")
     text = str(error.get("message") or "")
     if error.get("cause"):
         text += f" ({error['cause']})"
-    return (code if isinstance(code, int) else None), _one_line(text)
+    return (code if isinstance(code, int) else None), one_line(text)
 
 
 class EtcdV2Client:
     """Reads the keys under one prefix from etcd v2, failing over between ``endpoints``.
 
     It holds no state but the endpoint in use: the caller decides what to list and which index
-    to wait from.
+    to wait from.  ``headers`` go on every request (basic auth, when etcd's v2 auth is on).
     """
 
     def __init__(  # noqa: PLR0917 (app.py passes the collaborators positionally)
@@ -328,6 +145,7 @@ class EtcdV2Client:
         request_timeout: float,
         watch_timeout: float,
         max_body: int = 64 * 1024 * 1024,
+        headers: Headers | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("at least one etcd endpoint is needed")
@@ -339,43 +157,55 @@ class EtcdV2Client:
         self._request_timeout = request_timeout
         self._watch_timeout = watch_timeout
         self._max_body = max_body
+        self._headers = headers or Headers()
 
     @property
     def endpoint(self) -> URL:
         """The endpoint the next request goes to: the last one that worked, or the next to try."""
         return self._endpoints[self._current]
 
+    @property
+    def api(self) -> str:
+        """Always ``"v2"``."""
+        return "v2"
+
     def _keys_url(self, endpoint: URL, **query: str) -> str:
         url = endpoint.child("v2", "keys", *self._segments)
         return url.replace(query=tuple(query.items())).to_uri().to_text()
 
-    async def _get(self, url: str, body_timeout: float) -> _Reply | None:
+    async def _get(self, url: str, body_timeout: float) -> Reply | None:
         """GET ``url``; ``None`` when the body did not finish within ``body_timeout``."""
         endpoint = self.endpoint
-        requested = self._http.get(
-            url, timeout=self._request_timeout, unbuffered=True, reactor=self._clock
+        requested = self._http.request(
+            "GET",
+            url,
+            data=None,
+            headers=self._headers,
+            timeout=self._request_timeout,
+            unbuffered=True,
+            reactor=self._clock,
         )
         try:
-            response: IResponse = await _tell_timeout_from_cancel(requested)
-        except _HeadersTimeoutError:
+            response: IResponse = await tell_timeout_from_cancel(requested)
+        except HeadersTimeoutError:
             raise self._unavailable(
                 endpoint, f"no response within {self._request_timeout:g}s"
             ) from None
-        except _NETWORK_ERRORS as e:
-            raise self._unavailable(endpoint, _describe(e)) from None
-        reader = _BodyReader(self._max_body)
+        except NETWORK_ERRORS as e:
+            raise self._unavailable(endpoint, describe(e)) from None
+        reader = BodyReader(self._max_body)
         response.deliverBody(reader)
         try:
             body = await reader.done.addTimeout(body_timeout, self._clock)
         except DeferredTimeoutError:
             return None
-        except _BodyTooLargeError:
+        except BodyTooLargeError:
             raise self._unavailable(
                 endpoint, f"response body is over {self._max_body} bytes"
             ) from None
-        except _NETWORK_ERRORS as e:
-            raise self._unavailable(endpoint, f"response cut off: {_describe(e)}") from None
-        return _Reply(response.code, _etcd_index(response), body)
+        except NETWORK_ERRORS as e:
+            raise self._unavailable(endpoint, f"response cut off: {describe(e)}") from None
+        return Reply(response.code, etcd_index(response), body)
 
     def _unavailable(self, endpoint: URL, problem: str) -> RegistryUnavailable:
         """Note that ``endpoint`` failed, so the next call tries the next one."""
@@ -383,7 +213,7 @@ class EtcdV2Client:
             self._current = (self._current + 1) % len(self._endpoints)
         return RegistryUnavailable(endpoint, problem)
 
-    def _fail(self, endpoint: URL, reply: _Reply) -> RegistryError:
+    def _fail(self, endpoint: URL, reply: Reply) -> RegistryError:
         """The error for a reply that is not a success."""
         code, text = _error_code(reply.body)
         problem = f"HTTP {reply.code}" + (f" errorCode {code}" if code is not None else "")
@@ -413,7 +243,7 @@ class EtcdV2Client:
             raise self._unavailable(endpoint, "no X-Etcd-Index header")
         try:
             return parse_listing(reply.etcd_index, reply.body)
-        except _MalformedError as e:
+        except MalformedError as e:
             raise self._unavailable(endpoint, f"bad listing: {e}") from None
 
     async def wait(self, index: int) -> Change | None:
@@ -433,5 +263,11 @@ class EtcdV2Client:
             return None
         try:
             return parse_event(reply.body)
-        except _MalformedError as e:
+        except MalformedError as e:
             raise self._unavailable(endpoint, f"bad event: {e}") from None
+
+    async def watch(self, index: int, on_changes: ChangeHandler) -> None:
+        """One long-poll from ``index``: report its change, if one came, to ``on_changes``."""
+        change = await self.wait(index)
+        if change is not None:
+            on_changes([change], change.index)

@@ -1,19 +1,20 @@
 """The watch loop: keep an up-to-date copy of the keys under the prefix, and publish catalogs.
 
-One coroutine does it all: list every key (a snapshot), then long-poll for one event at a time,
-applying each to the cached keys and rebuilding the catalog with
+One coroutine does it all: list every key (a snapshot), then watch for changes (a v2 long-poll
+or a v3 watch stream, through the :class:`~ddiscover.registry.client.RegistryClient` both
+clients satisfy), applying each batch to the cached keys and rebuilding the catalog with
 :func:`~ddiscover.registry.layout.build_catalog`.  ``on_catalog`` is called only when the
 catalog changes by value, and never with one built from a failed read: while etcd is out of
 reach the last catalog stays in force and the loop retries with backoff.  After a gap (history
-cleared, or etcd unreachable) it lists everything again, because nothing else is safe: etcd may
-even have come back with a fresh data dir and a smaller index.
+cleared or compacted, or etcd unreachable) it lists everything again, because nothing else is
+safe: etcd may even have come back with a fresh data dir and a smaller index.
 """
 
 from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from hyperlink import URL
 from twisted.application.internet import backoffPolicy
@@ -25,7 +26,7 @@ from twisted.python.failure import Failure
 
 from ddiscover._log import make_logger
 from ddiscover.catalog import Catalog
-from ddiscover.registry.etcd2 import Change, EtcdV2Client, IndexCleared, RegistryError
+from ddiscover.registry.client import Change, IndexCleared, RegistryClient, RegistryError
 from ddiscover.registry.layout import Entry, build_catalog, normalise_prefix
 
 log = make_logger()
@@ -59,7 +60,7 @@ class RegistryWatcher(Service):
 
     def __init__(
         self,
-        client: EtcdV2Client,
+        client: RegistryClient,
         clock: IReactorTime,
         prefix: str,
         on_catalog: Callable[[Catalog], None],
@@ -73,6 +74,7 @@ class RegistryWatcher(Service):
         self._entries: dict[str, Entry] = {}
         self._published = False
         self._running: Deferred[None] | None = None
+        self._next_index: int | None = None
         self.catalog = Catalog()
         self.state = WatchState.STOPPED
         self.state_since = clock.seconds()
@@ -90,6 +92,11 @@ class RegistryWatcher(Service):
     def endpoint(self) -> URL:
         """The etcd endpoint in use."""
         return self._client.endpoint
+
+    @property
+    def api(self) -> str:
+        """The etcd API in use: ``"v2"`` or ``"v3"`` (``"auto"`` until it is detected)."""
+        return self._client.api
 
     def startService(self) -> None:
         """Start the watch loop; the first catalog is published after the first listing."""
@@ -118,30 +125,30 @@ class RegistryWatcher(Service):
             self.state_since = self._clock.seconds()
 
     async def _run(self) -> None:
-        """List, then wait for events one by one; list again after any gap.
+        """List, then watch for changes; list again after any gap.
 
         ``self.running`` is checked before each request, because ``on_catalog`` may stop the
         service while this coroutine is running rather than waiting, and then cancelling it
         reaches nothing.
         """
         failures = 0
-        next_index: int | None = None
+        self._next_index = None
         while self.running:
             try:
-                if next_index is None:
-                    next_index = await self._sync() + 1
+                if self._next_index is None:
+                    self._next_index = await self._sync() + 1
                     failures = 0
                     continue
-                change = await self._client.wait(next_index)
+                await self._client.watch(self._next_index, self._apply)
             except IndexCleared as e:
                 self.resyncs += 1
                 self._set_state(WatchState.RESYNCING)
                 log.info(
                     "etcd history no longer reaches index {index} ({error}); listing again",
-                    index=next_index,
+                    index=self._next_index,
                     error=e.problem,
                 )
-                next_index = None
+                self._next_index = None
                 continue
             except RegistryError as e:
                 if self.state is not WatchState.UNREACHABLE:
@@ -155,11 +162,7 @@ class RegistryWatcher(Service):
                     )
                 await deferLater(self._clock, self._backoff(failures))
                 failures += 1
-                next_index = None
-                continue
-            if change is not None:
-                self._apply(change)
-                next_index = change.index + 1
+                self._next_index = None
 
     async def _sync(self) -> int:
         """Replace the cached keys with a fresh listing, publish, and return its index."""
@@ -177,27 +180,37 @@ class RegistryWatcher(Service):
             )
         return snapshot.index
 
-    def _apply(self, change: Change) -> None:
-        """Apply one event to the cached keys; rebuild only if a value actually changed."""
-        self.events += 1
-        self.last_index = change.index
-        self.last_event_at = self._clock.seconds()
+    def _apply(self, changes: Sequence[Change], index: int) -> None:
+        """Apply one batch of changes; rebuild once, and only if a value actually changed.
+
+        The next watch starts after ``index``, even when the batch is empty (a v3 progress
+        notification), so a quiet prefix does not fall behind a compaction.
+        """
+        self._next_index = index + 1
+        self.last_index = index
+        changed = False
+        for change in changes:
+            self.events += 1
+            self.last_event_at = self._clock.seconds()
+            changed = self._apply_one(change) or changed
+        if changed:
+            self._rebuild()
+
+    def _apply_one(self, change: Change) -> bool:
+        """Apply one change to the cached keys; whether a value actually changed."""
         if change.removes and change.is_dir:
             inside = change.key.rstrip("/") + "/"
             gone = [key for key in self._entries if key.startswith(inside)]
             for key in gone:
                 del self._entries[key]
-            changed = bool(gone)
-        elif change.removes:
-            changed = self._entries.pop(change.key, None) is not None
-        elif change.entry is not None:
+            return bool(gone)
+        if change.removes:
+            return self._entries.pop(change.key, None) is not None
+        if change.entry is not None:
             before = self._entries.get(change.key)
             self._entries[change.key] = change.entry
-            changed = before is None or before.value != change.entry.value
-        else:
-            changed = False  # a directory was created: no key, nothing to build
-        if changed:
-            self._rebuild()
+            return before is None or before.value != change.entry.value
+        return False  # a directory was created: no key, nothing to build
 
     def _rebuild(self) -> None:
         """Build the catalog from the cached keys; log new rejections; publish if it changed."""

@@ -16,7 +16,9 @@ from ddiscover.registry.layout import (
     Entry,
     build_catalog,
     parse_address,
+    parse_addresses,
     parse_port,
+    parse_ports,
 )
 
 derandomized = settings(derandomize=True, max_examples=200, deadline=None)
@@ -85,6 +87,57 @@ class ParsePortTests(SynchronousTestCase):
             self.assertNotIn("\n", str(e))
         else:
             self.assertTrue(1 <= port <= 65535)
+
+
+class ParsePortsTests(SynchronousTestCase):
+    """``parse_ports`` reads the port key: one port, or several separated by commas."""
+
+    def test_valid(self) -> None:
+        """One port, or distinct ports in the order written."""
+        for text, ports in [("80", (80,)), ("80,443", (80, 443)), (" 443 , 80\n", (443, 80))]:
+            with self.subTest(text=text):
+                self.assertEqual(parse_ports(text), ports)
+
+    def test_invalid(self) -> None:
+        """A bad element or a repeated port is refused, quoting the whole value."""
+        for text, reason in [
+            ("http", "port 'http' is not a number"),
+            ("80,", "ports '80,': port '' is not a number"),
+            ("80,99999", "ports '80,99999': port '99999' is outside 1-65535"),
+            ("80,443,80", "ports '80,443,80' list 80 twice"),
+        ]:
+            with self.subTest(text=text):
+                self.assertEqual(str(self.assertRaises(BadValueError, parse_ports, text)), reason)
+
+
+class ParseAddressesTests(SynchronousTestCase):
+    """``parse_addresses`` reads a backend value of one port or several."""
+
+    def test_valid(self) -> None:
+        """One address per port, on the same host, in the order written."""
+        for text, addresses in [
+            ("10.0.0.1:8080", (Address("10.0.0.1", 8080),)),
+            ("10.0.0.1:8080,8443", (Address("10.0.0.1", 8080), Address("10.0.0.1", 8443))),
+            ("[::1]:2,1", (Address("::1", 2), Address("::1", 1))),
+        ]:
+            with self.subTest(text=text):
+                self.assertEqual(parse_addresses(text), addresses)
+
+    def test_invalid(self) -> None:
+        """A bad port anywhere in the list refuses the value, quoting it."""
+        for text, detail in [
+            ("10.0.0.1:8080,", "port '' is not a number"),
+            ("10.0.0.1:8080,x", "port 'x' is not a number"),
+            ("::1:80,81", "an IPv6 address needs brackets"),
+        ]:
+            with self.subTest(text=text):
+                error = self.assertRaises(BadValueError, parse_addresses, text)
+                self.assertEqual(str(error), f"value {text!r} is not host:port: {detail}")
+
+    def test_one_address_only(self) -> None:
+        """``parse_address`` (used for options) refuses a value of several ports."""
+        error = self.assertRaises(BadValueError, parse_address, "10.0.0.1:80,443")
+        self.assertEqual(str(error), "value '10.0.0.1:80,443' is not host:port: it has 2 ports")
 
 
 class ParseAddressTests(SynchronousTestCase):
@@ -311,6 +364,20 @@ class BuildCatalogTests(SynchronousTestCase):
                 ),
             ),
             (
+                "registrator's <service>-<port> services are separate services",
+                entries(
+                    ("/backends/web-80/port", "80"),
+                    ("/backends/web-80/abc", "10.0.0.1:8080"),
+                    ("/backends/web-443/port", "443"),
+                    ("/backends/web-443/abc", "10.0.0.1:8443"),
+                ),
+                Catalog(),
+                catalog(
+                    Service("web-80", 80, frozenset({be("abc", "10.0.0.1", 8080)})),
+                    Service("web-443", 443, frozenset({be("abc", "10.0.0.1", 8443)})),
+                ),
+            ),
+            (
                 "a service moves to a new port",
                 entries(("/backends/web/port", "81"), ("/backends/web/abc", "10.0.0.1:8080")),
                 catalog(web),
@@ -321,6 +388,165 @@ class BuildCatalogTests(SynchronousTestCase):
             for prefix in ("/backends", "/backends/"):
                 with self.subTest(name, prefix=prefix):
                     self.assertEqual(build_catalog(prefix, keys, previous), expected)
+
+    def test_multi_port(self) -> None:
+        """Services of several ports, as a table of keys, previous and expected catalog."""
+        web80 = Service("web:80", 80, frozenset({be("abc", "10.0.0.1", 8080)}))
+        web443 = Service("web:443", 443, frozenset({be("abc", "10.0.0.1", 8443)}))
+        two_ports = entries(
+            ("/backends/web/port", "80,443"), ("/backends/web/abc", "10.0.0.1:8080,8443")
+        )
+        cases: list[tuple[str, dict[str, Entry], Catalog, Catalog]] = [
+            ("one service per listen port", two_ports, Catalog(), catalog(web80, web443)),
+            (
+                "ports pair up by position, whatever their order",
+                entries(
+                    ("/backends/web/port", "443,80"),
+                    ("/backends/web/abc", "10.0.0.1:8443,8080"),
+                    ("/backends/web/v6", "[::1]:9443,9080"),
+                ),
+                Catalog(),
+                catalog(
+                    Service("web:80", 80, web80.backends | {be("v6", "::1", 9080)}),
+                    Service("web:443", 443, web443.backends | {be("v6", "::1", 9443)}),
+                ),
+            ),
+            (
+                "a service name with a slash",
+                entries(
+                    ("/backends/jwilder/whoami/port", "80,443"),
+                    ("/backends/jwilder/whoami/abc", "10.0.0.1:8080,8443"),
+                ),
+                Catalog(),
+                catalog(
+                    Service("jwilder/whoami:80", 80, web80.backends),
+                    Service("jwilder/whoami:443", 443, web443.backends),
+                ),
+            ),
+            (
+                "a backend with fewer ports than the service is rejected, the others kept",
+                entries(
+                    ("/backends/web/port", "80,443,8443"),
+                    ("/backends/web/abc", "10.0.0.1:8080,8443,9443"),
+                    ("/backends/web/short", "10.0.0.2:8080,8443"),
+                ),
+                Catalog(),
+                catalog(
+                    web80,
+                    web443,
+                    Service("web:8443", 8443, frozenset({be("abc", "10.0.0.1", 9443)})),
+                    rejections=[
+                        Rejection(
+                            "/backends/web/short",
+                            "value '10.0.0.2:8080,8443' has 2 ports, "
+                            "service web listens on 3 (80,443,8443)",
+                        )
+                    ],
+                ),
+            ),
+            (
+                "a backend of several ports in a service of one is rejected",
+                entries(("/backends/web/port", "80"), ("/backends/web/abc", "10.0.0.1:1,2")),
+                Catalog(),
+                catalog(
+                    Service("web", 80),
+                    rejections=[
+                        Rejection(
+                            "/backends/web/abc",
+                            "value '10.0.0.1:1,2' has 2 ports, service web listens on 1 (80)",
+                        )
+                    ],
+                ),
+            ),
+            (
+                "a backend of one port in a service of several is rejected",
+                entries(("/backends/web/port", "80,443"), ("/backends/web/abc", "10.0.0.1:8080")),
+                Catalog(),
+                catalog(
+                    Service("web:80", 80),
+                    Service("web:443", 443),
+                    rejections=[
+                        Rejection(
+                            "/backends/web/abc",
+                            "value '10.0.0.1:8080' has 1 port, service web listens on 2 (80,443)",
+                        )
+                    ],
+                ),
+            ),
+            (
+                "a bad port list is rejected like a bad port",
+                entries(("/backends/web/port", "80,x")),
+                Catalog(),
+                catalog(
+                    rejections=[
+                        Rejection("/backends/web/port", "ports '80,x': port 'x' is not a number")
+                    ]
+                ),
+            ),
+            (
+                "a port taken by another service: only that port is refused",
+                entries(
+                    ("/backends/api/port", "443", 5),
+                    ("/backends/web/port", "80,443", 9),
+                    ("/backends/web/abc", "10.0.0.1:8080,8443"),
+                ),
+                Catalog(),
+                catalog(
+                    Service("api", 443),
+                    web80,
+                    rejections=[
+                        Rejection("/backends/web", "port 443 is already used by service api")
+                    ],
+                ),
+            ),
+            (
+                "a service directory named like a part keeps its name",
+                entries(
+                    ("/backends/web:443/port", "8443"),
+                    ("/backends/web/port", "80,443"),
+                    ("/backends/web/abc", "10.0.0.1:8080,8443"),
+                ),
+                Catalog(),
+                catalog(
+                    Service("web:443", 8443),
+                    web80,
+                    rejections=[
+                        Rejection(
+                            "/backends/web",
+                            "port 443 would be service web:443, "
+                            "but /backends/web:443 is a service of its own",
+                        )
+                    ],
+                ),
+            ),
+            (
+                "port key expired: the ports are kept, in the order backends show",
+                entries(
+                    ("/backends/web/abc", "10.0.0.1:8080,8443"),
+                    ("/backends/web/new", "10.0.0.2:9080,9443"),
+                ),
+                catalog(web80, web443),
+                catalog(
+                    Service("web:80", 80, web80.backends | {be("new", "10.0.0.2", 9080)}),
+                    Service("web:443", 443, web443.backends | {be("new", "10.0.0.2", 9443)}),
+                ),
+            ),
+            (
+                "port key expired and no backend shows the order",
+                entries(("/backends/web/new", "10.0.0.2:9080,9443")),
+                catalog(web80, web443),
+                catalog(rejections=[Rejection("/backends/web", "no port key")]),
+            ),
+            (
+                "one port becomes two",
+                two_ports,
+                catalog(Service("web", 80, frozenset({be("abc", "10.0.0.1", 8080)}))),
+                catalog(web80, web443),
+            ),
+        ]
+        for name, keys, previous, expected in cases:
+            with self.subTest(name):
+                self.assertEqual(build_catalog("/backends", keys, previous), expected)
 
     def test_root_prefix(self) -> None:
         """With the root as prefix, the first path segment is the service."""

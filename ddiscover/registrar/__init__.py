@@ -1,0 +1,1 @@
+"""``twistd ddiscover-register``: keep a backend registered in etcd the way ddiscover reads it."""

@@ -1,0 +1,290 @@
+"""A client for etcd's v3 JSON gateway: one range of the prefix, or one watch stream.
+
+Keys and values travel base64-encoded; 64-bit numbers come back as JSON strings
+(``docs/etcd-http.md`` §3).  The prefix ``/backends`` is read as the range from ``/backends/`` to
+``/backends0``, so ``/backends-x`` is not in it.
+
+A watch is ``POST /v3/watch`` with the whole request in the body: etcd answers with a stream of
+``{"result": ...}`` objects, one per line, which :class:`_WatchStream` splits on newlines (not on
+HTTP chunks).  The only way to end a watch over HTTP/1.1 is to close the connection, which is what
+cancelling, a quiet stream (no message within the watch timeout), or a compaction all do.  A
+stream that ends (etcd stopping sends a final ``{"error": ...}``, without a newline on 3.4) is
+:class:`~ddiscover.registry.client.RegistryUnavailable`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from hyperlink import URL
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.protocol import Protocol as TwistedProtocol
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
+from twisted.web.http import PotentialDataLoss
+
+from ddiscover.registry.client import (
+    NETWORK_ERRORS,
+    BodyTooLargeError,
+    Change,
+    ChangeHandler,
+    EtcdHTTP,
+    IndexCleared,
+    MalformedError,
+    RegistryError,
+    Snapshot,
+    b64,
+    decode_object,
+    describe,
+    unb64,
+    v3_error,
+)
+from ddiscover.registry.layout import Entry, normalise_prefix
+
+_INVALID_AUTH_TOKEN = 16
+
+
+def prefix_range(prefix: str) -> tuple[str, str]:
+    """The ``key`` and ``range_end`` holding every key under ``prefix`` (and nothing beside it)."""
+    start = normalise_prefix(prefix) + "/"
+    return start, start[:-1] + chr(ord(start[-1]) + 1)
+
+
+def _int(obj: Mapping[str, Any], name: str, default: int | None = None) -> int:
+    """A 64-bit field, which the gateway sends as a string; ``default`` if left out."""
+    value = obj.get(name)
+    if value is None and default is not None:
+        return default
+    if isinstance(value, str) and value.lstrip("-").isdigit():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise MalformedError(f"field {name!r} is missing or not a number")
+
+
+def _object(obj: Mapping[str, Any], name: str) -> dict[str, Any]:
+    value = obj.get(name)
+    if not isinstance(value, dict):
+        raise MalformedError(f"no {name!r} object")
+    return value
+
+
+def _list(obj: Mapping[str, Any], name: str) -> list[Any]:
+    value = obj.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise MalformedError(f"{name!r} is not a list of objects")
+    return value
+
+
+def parse_range(reply: Mapping[str, Any]) -> Snapshot:
+    """Turn a ``kv/range`` reply into a :class:`Snapshot` at its header revision."""
+    revision = _int(_object(reply, "header"), "revision")
+    entries = {}
+    for kv in _list(reply, "kvs"):
+        entries[unb64(kv.get("key"))] = Entry(unb64(kv.get("value", "")), _int(kv, "mod_revision"))
+    return Snapshot(index=revision, entries=entries)
+
+
+def parse_events(result: Mapping[str, Any]) -> list[Change]:
+    """The changes in one watch response: ``put`` with the new entry, or ``delete``."""
+    changes = []
+    for event in _list(result, "events"):
+        kv = _object(event, "kv")
+        key, revision = unb64(kv.get("key")), _int(kv, "mod_revision")
+        if event.get("type", "PUT") == "DELETE":
+            changes.append(Change("delete", key, False, None, revision))
+        else:
+            entry = Entry(unb64(kv.get("value", "")), revision)
+            changes.append(Change("put", key, False, entry, revision))
+    return changes
+
+
+class _WatchStream(TwistedProtocol):
+    """Reads newline-separated JSON objects from a watch body and hands each to ``on_message``.
+
+    :attr:`done` fires with ``None`` when no data came for ``quiet`` seconds, and fails with
+    whatever ``on_message`` raises, or with why the stream ended; either way the connection is
+    aborted.  Cancelling :attr:`done` aborts it too.  A line longer than ``limit`` bytes is
+    :class:`BodyTooLargeError`.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        quiet: float,
+        limit: int,
+        on_message: Callable[[dict[str, Any]], None],
+    ) -> None:
+        self.done: Deferred[None] = Deferred(lambda _: self._stop())
+        self._clock = clock
+        self._quiet = quiet
+        self._limit = limit
+        self._on_message = on_message
+        self._buffer = b""
+        self._timer: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        self._timer = self._clock.callLater(self._quiet, self._end, None)
+
+    def _stop(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        IPushProducer(self.transport).stopProducing()
+
+    def _end(self, failure: Failure | None) -> None:
+        """Fire :attr:`done` (once) and close the connection."""
+        if self.done.called:
+            return
+        if failure is None:
+            self.done.callback(None)
+        else:
+            self.done.errback(failure)
+        self._stop()
+
+    def _deliver(self, line: bytes) -> bool:
+        """Hand one line to ``on_message``; False once the stream has ended."""
+        if line.strip():
+            try:
+                self._on_message(decode_object(line))
+            except Exception:
+                self._end(Failure())
+        return not self.done.called
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.done.called:
+            return
+        if self._timer is not None:
+            self._timer.reset(self._quiet)
+        *lines, self._buffer = (self._buffer + data).split(b"\n")
+        for line in lines:
+            if not self._deliver(line):
+                return
+        if len(self._buffer) > self._limit:
+            self._end(Failure(BodyTooLargeError()))
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        # etcd 3.4 ends a failed stream with an error object and no newline.
+        if self.done.called or not self._deliver(self._buffer):
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.done.errback(_StreamEndedError())
+        else:
+            self.done.errback(reason)
+
+
+class _StreamEndedError(Exception):
+    """etcd ended the watch stream without saying why."""
+
+
+class EtcdV3Client:
+    """Reads the keys under one prefix from etcd's v3 gateway, through ``etcd``.
+
+    Failover, authentication and body limits are :class:`EtcdHTTP`'s; this class knows the
+    range and watch calls and their JSON.
+    """
+
+    def __init__(self, etcd: EtcdHTTP, prefix: str, watch_timeout: float) -> None:
+        self._etcd = etcd
+        self._start, self._end = prefix_range(prefix)
+        self._watch_timeout = watch_timeout
+
+    @property
+    def endpoint(self) -> URL:
+        """The endpoint the next request goes to."""
+        return self._etcd.endpoint
+
+    @property
+    def api(self) -> str:
+        """Always ``"v3"``."""
+        return "v3"
+
+    async def snapshot(self) -> Snapshot:
+        """Range over the prefix: every key, at one revision."""
+        endpoint = self._etcd.endpoint
+        reply = await self._etcd.v3(
+            "kv/range", {"key": b64(self._start), "range_end": b64(self._end)}
+        )
+        try:
+            return parse_range(reply)
+        except MalformedError as e:
+            raise self._etcd.unavailable(endpoint, f"bad range reply: {e}") from None
+
+    async def watch(self, index: int, on_changes: ChangeHandler) -> None:
+        """Stream changes from revision ``index`` until the stream is quiet for the timeout.
+
+        Raises :class:`IndexCleared` when ``index`` was compacted away.
+        """
+        request = {
+            "create_request": {
+                "key": b64(self._start),
+                "range_end": b64(self._end),
+                "start_revision": index,
+                "prev_kv": True,
+                "progress_notify": True,
+            }
+        }
+        endpoint, response = await self._etcd.send(
+            "POST",
+            ("v3", "watch"),
+            data=json.dumps(request).encode(),
+            headers=await self._etcd.v3_headers(),
+        )
+        if response.code != 200:
+            error = await self._etcd.body(endpoint, response)
+            if v3_error(error)[0] == _INVALID_AUTH_TOKEN:
+                self._etcd.forget_token()
+            raise self._etcd.v3_failure(endpoint, response.code, error, "watch")
+
+        def on_message(message: dict[str, Any]) -> None:
+            self._message(endpoint, index, message, on_changes)
+
+        stream = _WatchStream(
+            self._etcd.clock, self._watch_timeout, self._etcd.max_body, on_message
+        )
+        response.deliverBody(stream)
+        try:
+            await stream.done
+        except BodyTooLargeError:
+            raise self._etcd.unavailable(
+                endpoint, f"a watch message is over {self._etcd.max_body} bytes"
+            ) from None
+        except _StreamEndedError:
+            raise self._etcd.unavailable(endpoint, "watch stream ended") from None
+        except MalformedError as e:
+            raise self._etcd.unavailable(endpoint, f"bad watch message: {e}") from None
+        except NETWORK_ERRORS as e:
+            raise self._etcd.unavailable(endpoint, f"watch cut off: {describe(e)}") from None
+
+    def _message(
+        self, endpoint: URL, index: int, message: Mapping[str, Any], on_changes: ChangeHandler
+    ) -> None:
+        """Act on one watch message; raising ends the stream with that error."""
+        if "error" in message:
+            error = message["error"]
+            text = error.get("message") if isinstance(error, dict) else error
+            raise self._etcd.unavailable(endpoint, f"watch ended: {text}")
+        result = _object(message, "result")
+        if result.get("canceled"):
+            if "compact_revision" in result:
+                oldest = _int(result, "compact_revision")
+                raise IndexCleared(
+                    endpoint, f"revision {index} is compacted (oldest kept: {oldest})"
+                )
+            self._etcd.forget_token()
+            raise RegistryError(endpoint, f"watch canceled: {result.get('cancel_reason', '')}")
+        if result.get("created"):
+            return
+        changes = parse_events(result)
+        reached = max((c.index for c in changes), default=0)
+        if not changes and "header" in result:
+            reached = _int(_object(result, "header"), "revision")
+        if changes or reached >= index:
+            on_changes(changes, reached)
