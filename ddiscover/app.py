@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import cast
 
-from treq.client import HTTPClient
 from twisted.application import strports
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
@@ -20,7 +19,7 @@ from twisted.internet.interfaces import (
     IReactorTime,
     IStreamClientEndpoint,
 )
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import HTTPConnectionPool
 from twisted.web.server import Site
 
 from ddiscover._log import make_logger
@@ -29,8 +28,11 @@ from ddiscover.config import Config
 from ddiscover.health.checker import HealthChecker
 from ddiscover.proxy.forwarding import ProxyReactor
 from ddiscover.proxy.listeners import Listeners
-from ddiscover.registry.etcd2 import EtcdV2Client, HTTPClientLike
+from ddiscover.registry.api import registry_client
+from ddiscover.registry.client import HTTPClientLike, build_http_client
 from ddiscover.registry.watcher import RegistryWatcher
+from ddiscover.stats.sightings import Sightings
+from ddiscover.stats.state import StatsSources
 from ddiscover.stats.web import stats_root
 
 log = make_logger()
@@ -127,10 +129,10 @@ def build_service(
     # spell "provides IReactorTCP and IReactorTime" as one type.
     clock = cast(IReactorTime, reactor)
     tcp = cast(IReactorTCP, reactor)
+    started = clock.seconds()
     root = MultiService()
     if http is None:
-        pool = HTTPConnectionPool(tcp, persistent=True)
-        http = HTTPClient(Agent(tcp, connectTimeout=config.etcd_timeout, pool=pool))
+        http, pool = build_http_client(tcp, config.etcd_access.tls, config.etcd_timeout)
         _HTTPPoolService(pool).setServiceParent(root)
     checker = HealthChecker(
         clock,
@@ -142,15 +144,18 @@ def build_service(
     )
     listeners = Listeners(reactor, config, checker)
     discovery = Discovery(checker, listeners)
-    client = EtcdV2Client(
+    client = registry_client(
+        config.etcd_access.api,
         http,
         clock,
         config.etcd,
         config.prefix,
         request_timeout=config.etcd_timeout,
         watch_timeout=config.watch_timeout,
+        credentials=config.etcd_access.credentials,
     )
-    watcher = RegistryWatcher(client, clock, config.prefix, discovery.apply)
+    sightings = Sightings(client, clock)
+    watcher = RegistryWatcher(sightings, clock, config.prefix, discovery.apply)
     for name, child in (("health", checker), ("listeners", listeners), ("registry", watcher)):
         child.setName(name)
         child.setServiceParent(root)
@@ -158,7 +163,16 @@ def build_service(
         description = (
             f"tcp:{config.stats_port}:interface={quoteStringArgument(config.stats_interface)}"
         )
-        site = Site(stats_root(watcher, listeners))
+        sources = StatsSources(
+            clock=clock,
+            config=config,
+            watcher=watcher,
+            checker=checker,
+            listeners=listeners,
+            sightings=sightings,
+            started=started,
+        )
+        site = Site(stats_root(sources))
         stats = strports.service(description, site, reactor=cast(IReactorCore, reactor))
         stats.setName("stats")
         stats.setServiceParent(root)

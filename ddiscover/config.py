@@ -5,6 +5,8 @@ from __future__ import annotations
 import attrs
 from hyperlink import URL
 
+from ddiscover.registry.options import EtcdAccess
+
 
 @attrs.frozen
 class Config:
@@ -12,6 +14,8 @@ class Config:
 
     Durations are seconds.  ``etcd`` holds one or more base URLs such as
     ``http://10.0.0.5:2379`` that the registry fails over between, in order.
+    ``stats_auth`` is the ``(user, password)`` of the stats page, or ``None`` for no auth and
+    no admin actions; it is left out of ``repr`` so it never reaches a log.
     """
 
     etcd: tuple[URL, ...]
@@ -19,6 +23,7 @@ class Config:
     interface: str = "0.0.0.0"
     stats_port: int = 1936
     stats_interface: str = "127.0.0.1"
+    stats_auth: tuple[str, str] | None = attrs.field(default=None, repr=False)
     check_interval: float = 2.0
     rise: int = 3
     fall: int = 2
@@ -31,3 +36,5 @@ class Config:
     backlog: int = 4096
     watch_timeout: float = 60.0
     etcd_timeout: float = 5.0
+    access_log: bool = False
+    etcd_access: EtcdAccess = attrs.field(factory=EtcdAccess)

@@ -20,6 +20,7 @@ from ddiscover import __version__
 from ddiscover._log import LEVELS, set_level
 from ddiscover.config import Config
 from ddiscover.process import raise_fd_limit, stop_gracefully_on_sigterm
+from ddiscover.registry.options import ETCD_OPTIONS, parse_access
 
 _AUTHORITY = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(?P<port>[0-9]{1,5})/?$")
 
@@ -72,6 +73,15 @@ def parse_etcd(raw: str) -> tuple[URL, ...]:
     return tuple(urls)
 
 
+def parse_stats_auth(raw: str) -> tuple[str, str]:
+    """Split ``user:password``; an error says what is wrong without repeating the password."""
+    user, sep, password = raw.partition(":")
+    problem = "no ':'" if not sep else "an empty user" if not user else "an empty password"
+    if not sep or not user or not password:
+        raise usage.UsageError(f"--stats-auth must be user:password, got {problem}")
+    return user, password
+
+
 def _parse_interface(name: str, raw: str) -> str:
     try:
         return str(ipaddress.ip_address(raw.strip().strip("[]")))
@@ -101,6 +111,13 @@ class Options(usage.Options):
         ["interface", None, "0.0.0.0", "Address the service listeners bind to."],
         ["stats-port", None, 1936, "Port of the stats/health HTTP server (0 disables it)."],
         ["stats-interface", None, "127.0.0.1", "Address the stats server binds to."],
+        [
+            "stats-auth",
+            None,
+            None,
+            "user:password for HTTP basic auth on every stats path but /health; also "
+            "enables the admin actions (drain, disable, enable). Off by default.",
+        ],
         ["check-interval", None, 2.0, "Seconds between health checks of a backend (inter)."],
         ["rise", None, 3, "Consecutive successful checks that bring a DOWN backend UP."],
         ["fall", None, 2, "Consecutive failed checks that take an UP backend DOWN."],
@@ -111,6 +128,14 @@ class Options(usage.Options):
         ["drain-timeout", None, 8.0, "On SIGTERM, seconds open connections may take to finish."],
         ["backlog", None, 4096, "Listen backlog of each service port."],
         ["log-level", None, "info", f"Log level: one of {', '.join(LEVELS)}."],
+        *ETCD_OPTIONS,
+    ]
+    optFlags: ClassVar[list[list[Any]]] = [
+        [
+            "access-log",
+            None,
+            "Log one line per finished proxied connection (off by default).",
+        ],
     ]
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
@@ -138,12 +163,18 @@ class Options(usage.Options):
         etcd = self["etcd"] or self._environ.get("ETCD_HOST", "")
         if not etcd.strip():
             raise usage.UsageError("--etcd is required (or set ETCD_HOST), e.g. 10.0.0.5:2379")
+        endpoints = parse_etcd(etcd)
         self.config = Config(
-            etcd=parse_etcd(etcd),
+            etcd=endpoints,
+            etcd_access=parse_access(self, self._environ, endpoints),
             prefix=prefix.rstrip("/"),
             interface=_parse_interface("interface", self["interface"]),
             stats_port=self["stats-port"],
             stats_interface=_parse_interface("stats-interface", self["stats-interface"]),
+            stats_auth=(
+                parse_stats_auth(self["stats-auth"]) if self["stats-auth"] is not None else None
+            ),
+            access_log=bool(self["access-log"]),
             check_interval=self["check-interval"],
             rise=self["rise"],
             fall=self["fall"],

@@ -146,6 +146,30 @@ class OtherOptionTests(SynchronousTestCase):
         for name in (
             "--etcd", "--prefix", "--interface", "--stats-port", "--stats-interface",
             "--check-interval", "--rise", "--fall", "--connect-timeout", "--idle-timeout",
-            "--retries", "--maxconn", "--log-level", "--drain-timeout",
+            "--retries", "--maxconn", "--log-level", "--drain-timeout", "--stats-auth",
+            "--access-log",
         ):  # fmt: skip
             self.assertIn(name, text)
+
+    def test_stats_auth(self) -> None:
+        """``user:password``, split at the first colon; off by default."""
+        self.assertIsNone(parse(["--etcd", "h:1"]).stats_auth)
+        config = parse(["--etcd", "h:1", "--stats-auth", "ops:pa:ss"])
+        self.assertEqual(config.stats_auth, ("ops", "pa:ss"))
+        self.assertNotIn("pa:ss", repr(config))
+
+    def test_bad_stats_auth(self) -> None:
+        """A one-line error says what is wrong, never echoing the password."""
+        cases = {
+            "secret": "--stats-auth must be user:password, got no ':'",
+            ":secret": "--stats-auth must be user:password, got an empty user",
+            "ops:": "--stats-auth must be user:password, got an empty password",
+        }
+        for raw, message in cases.items():
+            e = self.assertRaises(usage.UsageError, parse, ["--etcd", "h:1", "--stats-auth", raw])
+            self.assertEqual(str(e), message)
+
+    def test_access_log(self) -> None:
+        """``--access-log`` is a flag, off by default."""
+        self.assertFalse(parse(["--etcd", "h:1"]).access_log)
+        self.assertTrue(parse(["--etcd", "h:1", "--access-log"]).access_log)

@@ -5,10 +5,15 @@ connections from the next pick on.  The backends are kept sorted so the rotation
 not depend on the order etcd listed them in, and a catalog update resumes the rotation after
 the backend picked last instead of starting over (which would pile the first connections after
 every update onto the first backend).
+
+An operator can take a backend out of the rotation (``DRAIN`` or ``MAINT``, haproxy's admin
+states) without touching etcd; open connections to it are left to finish either way.  The
+admin state lasts as long as the backend stays in the service.
 """
 
 from __future__ import annotations
 
+import enum
 from bisect import bisect_right
 from collections.abc import Collection
 from typing import Protocol
@@ -27,14 +32,23 @@ class HealthView(Protocol):
         """Count a failed proxied connect to ``address`` like a failed health check."""
 
 
+class Admin(enum.Enum):
+    """A backend's admin state, as haproxy names it; only ``READY`` backends are chosen."""
+
+    READY = "READY"
+    DRAIN = "DRAIN"
+    MAINT = "MAINT"
+
+
 class Balancer:
-    """Round-robin choice among one service's UP backends."""
+    """Round-robin choice among one service's UP backends whose admin state is ``READY``."""
 
     def __init__(self, health: HealthView) -> None:
         self._health = health
         self._backends: tuple[Backend, ...] = ()
         self._next = 0
         self._last: Backend | None = None
+        self._held: dict[Backend, Admin] = {}
 
     @property
     def backends(self) -> tuple[Backend, ...]:
@@ -53,20 +67,42 @@ class Balancer:
         else:
             self._next = 0
         self._backends = ordered
+        self._held = {b: admin for b, admin in self._held.items() if b in backends}
+
+    def admin(self, backend: Backend) -> Admin:
+        """The admin state of ``backend``."""
+        return self._held.get(backend, Admin.READY)
+
+    def set_admin(self, backend: Backend, admin: Admin) -> None:
+        """Set the admin state of one of the backends; others are ignored."""
+        if admin is Admin.READY:
+            self._held.pop(backend, None)
+        elif backend in self._backends:
+            self._held[backend] = admin
 
     def choose(self, exclude: Collection[Address] = ()) -> Backend | None:
-        """The next UP backend in turn whose address is not in ``exclude``, or ``None``."""
+        """The next UP, READY backend in turn whose address is not in ``exclude``, or ``None``."""
         backends = self._backends
+        held = self._held
         count = len(backends)
         for step in range(count):
             index = (self._next + step) % count
             backend = backends[index]
-            if backend.address in exclude or not self._health.is_up(backend.address):
+            if (
+                backend.address in exclude
+                or (held and backend in held)
+                or not self._health.is_up(backend.address)
+            ):
                 continue
             self._next = (index + 1) % count
             self._last = backend
             return backend
         return None
+
+    def available(self) -> int:
+        """How many backends may be chosen now: UP and READY."""
+        held, health = self._held, self._health
+        return sum(1 for b in self._backends if b not in held and health.is_up(b.address))
 
     def up_count(self) -> int:
         """How many of the backends are UP now."""

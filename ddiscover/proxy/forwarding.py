@@ -72,7 +72,7 @@ from zope.interface import implementer
 from ddiscover._log import make_logger
 from ddiscover.catalog import Address, Backend
 from ddiscover.config import Config
-from ddiscover.health.result import CheckResult, classify_failure
+from ddiscover.health.result import CheckResult, CheckStatus, classify_failure
 from ddiscover.proxy.balancer import Balancer, HealthView
 from ddiscover.proxy.counters import Counters
 
@@ -303,16 +303,27 @@ class _Attempt(protocol.ClientFactory):
 
 
 class Session:
-    """One proxied client connection: both its sockets, its connect attempts, its idle timer."""
+    """One proxied client connection: both its sockets, its connect attempts, its idle timer.
+
+    ``termination`` says how it ended, in haproxy's two-letter terms (``--`` normal; ``CD``
+    and ``SD`` reset by the client or the server; ``CC`` client gone while connecting; ``SC``
+    and ``sC`` no server, refused or timed out; ``cD`` idle timeout; ``KD`` killed at the
+    drain deadline).  It is set on those rare events only and read by the access log.
+    """
+
+    client_side: ClassVar[type[ClientSide]] = ClientSide
+    backend_side: ClassVar[type[BackendSide]] = BackendSide
+    # A class default, so the common case costs no per-session assignment.
+    termination = "--"
 
     def __init__(self, proxy: ServiceProxy) -> None:
         self._proxy = proxy
-        self.client = ClientSide(self)
-        self.backend = BackendSide(self)
+        self.client = self.client_side(self)
+        self.backend = self.backend_side(self)
+        self.attempts = 0
         self.server: Backend | None = None
         self._server_counters: Counters | None = None
         self._tried: set[Address] = set()
-        self._attempts = 0
         self._attempt: _Attempt | None = None
         self._connector: IConnector | None = None
         self._idle: IDelayedCall | None = None
@@ -320,28 +331,34 @@ class Session:
     def start(self) -> None:
         """Count the session and connect to the first backend, or close if there is none."""
         proxy = self._proxy
-        proxy.counters.session_opened()
+        proxy.counters.session_opened(proxy.reactor.seconds())
         proxy.tracker.session_opened(self)
         backend = proxy.balancer.choose()
         if backend is None:
+            self.termination = "SC"
             proxy.no_server()
             self.client.tcp.loseConnection()
             return
         self._connect(backend)
 
-    def abort(self) -> None:
-        """Reset both sockets now (idle timeout, drain deadline); cancels a connect in flight."""
+    def abort(self, termination: str = "KD") -> None:
+        """Reset both sockets now; cancels a connect in flight.
+
+        ``termination`` is the access log's reason: ``KD`` (the drain deadline) unless given.
+        """
+        self.termination = termination
         self.client.abort()
         self.backend.abort()
 
     def _connect(self, backend: Backend) -> None:
         proxy = self._proxy
         counters = proxy.servers[backend]
-        counters.session_opened()
+        started = proxy.reactor.seconds()
+        counters.session_opened(started)
         self.server, self._server_counters = backend, counters
         self._tried.add(backend.address)
-        self._attempts += 1
-        attempt = _Attempt(self, backend, counters, proxy.reactor.seconds())
+        self.attempts += 1
+        attempt = _Attempt(self, backend, counters, started)
         self._attempt = attempt
         address = backend.address
         # connectTCP rather than an endpoint: this runs for every proxied connection, and an
@@ -355,7 +372,8 @@ class Session:
         if attempt is not self._attempt:
             return  # cancelled by _cancel_connect: the client is gone
         self._attempt = self._connector = None
-        self.server = self._server_counters = None
+        # ``server`` stays: the backend last tried, for the access log.
+        self._server_counters = None
         proxy = self._proxy
         backend, server = attempt.backend, attempt.counters
         server.session_closed()
@@ -363,14 +381,15 @@ class Session:
         if result.counts:
             proxy.health.report(backend.address, result)
         retry = None
-        if self._attempts < proxy.max_attempts:
+        if self.attempts < proxy.max_attempts:
             retry = proxy.balancer.choose(exclude=self._tried) or proxy.balancer.choose()
         service = proxy.counters
         if retry is None:
             service.econ += 1
             if result.counts:
                 server.econ += 1
-            proxy.gave_up(backend, result, self._attempts)
+            proxy.gave_up(backend, result, self.attempts)
+            self.termination = "sC" if result.status is CheckStatus.L4TOUT else "SC"
             self.client.abort()
             return
         if retry.address == backend.address:
@@ -422,10 +441,12 @@ class Session:
             backend=str(self.server.address) if self.server else "-",
             timeout=proxy.idle_timeout,
         )
-        self.abort()
+        self.abort("cD")
 
     def count_reset(self, *, client: bool) -> None:
         """Count a session the client (``client=True``) or the backend reset."""
+        if self.termination == "--":
+            self.termination = "CD" if client else "SD"
         counters = [self._proxy.counters]
         if self._server_counters is not None:
             counters.append(self._server_counters)
@@ -446,6 +467,7 @@ class Session:
     def _cancel_connect(self) -> None:
         connector, self._connector, self._attempt = self._connector, None, None
         if connector is not None:
+            self.termination = "CC"
             connector.stopConnecting()
 
     def _finish(self) -> None:
@@ -464,7 +486,8 @@ class ServiceProxy(protocol.ServerFactory):
 
     It lives as long as the service does, across backend changes and port moves, and holds
     what the stats page shows for the service: its balancer, its counters and one set of
-    counters per backend.  ``idle_timeout`` of 0 or less disables the idle timeout.
+    counters per backend.  ``session`` makes the session of each accepted client (the access
+    log passes a logging one).  ``idle_timeout`` of 0 or less disables the idle timeout.
     ``retries`` is the total number of connect attempts per client (at least one).
 
     "No server available" is logged once per outage: again only after a connection has
@@ -481,6 +504,8 @@ class ServiceProxy(protocol.ServerFactory):
         config: Config,
         health: HealthView,
         tracker: SessionTracker,
+        *,
+        session: Callable[[ServiceProxy], Session] = Session,
     ) -> None:
         self.name = name
         self.reactor = reactor
@@ -492,6 +517,7 @@ class ServiceProxy(protocol.ServerFactory):
         self.balancer = Balancer(health)
         self.counters = Counters()
         self.servers: dict[Backend, Counters] = {}
+        self._session = session
         self._outage_logged = False
 
     def update(self, backends: frozenset[Backend]) -> None:
@@ -504,7 +530,7 @@ class ServiceProxy(protocol.ServerFactory):
         self.servers = {backend: previous.get(backend) or Counters() for backend in backends}
 
     def buildProtocol(self, addr: IAddress | None) -> ClientSide:
-        return Session(self).client
+        return self._session(self).client
 
     def no_server(self) -> None:
         """A client arrived while no backend is UP."""

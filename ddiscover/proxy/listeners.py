@@ -41,6 +41,7 @@ from twisted.python.failure import Failure
 from ddiscover._log import make_logger
 from ddiscover.catalog import Backend, Catalog
 from ddiscover.config import Config
+from ddiscover.proxy.access_log import LoggedSession
 from ddiscover.proxy.balancer import Balancer, HealthView
 from ddiscover.proxy.counters import Counters
 from ddiscover.proxy.forwarding import ProxyReactor, ServiceProxy, Session
@@ -105,6 +106,8 @@ class Listeners(Service):
         self._full_logged = False
         self._drained: Deferred[None] | None = None
         self._deadline: IDelayedCall | None = None
+        # Chosen once here, so without --access-log no connection pays for it.
+        self._session = LoggedSession if config.access_log else Session
 
     @property
     def active(self) -> int:
@@ -138,7 +141,9 @@ class Listeners(Service):
         for name, service in sorted(wanted.items()):
             listener = self._listeners.get(name)
             if listener is None:
-                proxy = ServiceProxy(name, self._reactor, self._config, self._health, self)
+                proxy = ServiceProxy(
+                    name, self._reactor, self._config, self._health, self, session=self._session
+                )
                 listener = self._listeners[name] = _Listener(proxy, service.port)
                 to_open.append(listener)
             elif listener.port != service.port:

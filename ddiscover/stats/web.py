@@ -1,20 +1,42 @@
 """The HTTP resources on the stats port (default 127.0.0.1:1936).
 
-``/health`` answers Docker's ``HEALTHCHECK`` and load balancers: 200 while ddiscover serves,
-with a JSON body that says whether the registry is in sync; 503 only when ddiscover itself
-cannot serve (it is stopping).  An unreachable etcd is not a reason for 503: the listeners
-keep forwarding to the last known backends.
+* ``/`` is haproxy's stats page; ``/;csv`` and ``/;json`` are its CSV and JSON exports, and
+  ``;up`` (hide DOWN servers) and ``;norefresh`` (no ``Refresh: 5`` header) combine with them
+  as in haproxy (``/;up;norefresh``).  All of them come from one
+  :func:`~ddiscover.stats.rows.build_rows` over one :class:`~ddiscover.stats.state.StatsState`.
+* ``/metrics`` is the Prometheus exposition (:mod:`ddiscover.stats.metrics`).
+* ``/health`` answers Docker's ``HEALTHCHECK`` and load balancers: 200 while ddiscover serves,
+  with a JSON body that says whether the registry is in sync; 503 only when ddiscover itself
+  cannot serve (it is stopping).  An unreachable etcd is not a reason for 503: the listeners
+  keep forwarding to the last known backends.
+
+With ``--stats-auth user:password`` every path but ``/health`` needs HTTP basic auth, and a
+``POST`` to the page applies an admin action (:mod:`ddiscover.stats.admin`) to the servers it
+names, then redirects back.  Without it, admin actions are refused.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 
-from twisted.web.resource import Resource
-from twisted.web.server import Request
+from hyperlink import URL
+from twisted.web.pages import notFound
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.template import renderElement
 
 from ddiscover.proxy.listeners import Listeners
 from ddiscover.registry.watcher import RegistryWatcher, WatchState
+from ddiscover.stats.admin import AdminError, apply_action
+from ddiscover.stats.formats import to_csv, to_json
+from ddiscover.stats.metrics import MetricsResource, metrics_registry
+from ddiscover.stats.page import StatsPage, View
+from ddiscover.stats.rows import build_rows
+from ddiscover.stats.state import StatsSources
+
+REFRESH = 5
+"""Seconds between reloads of the page, as haproxy's ``stats refresh 5s``."""
 
 
 class HealthResource(Resource):
@@ -47,8 +69,124 @@ class HealthResource(Resource):
         return json.dumps(body).encode() + b"\n"
 
 
-def stats_root(watcher: RegistryWatcher, listeners: Listeners) -> Resource:
+def _text(request: Request, code: int, message: str) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    return message.encode() + b"\n"
+
+
+class _Unauthorized(Resource):
+    """The answer to a request without the right credentials: 401 and a Basic challenge."""
+
+    isLeaf = True
+
+    def render(self, request: Request) -> bytes:
+        request.setHeader(b"www-authenticate", b'Basic realm="ddiscover stats", charset="UTF-8"')
+        return _text(request, 401, "authentication required")
+
+
+class StatsView(Resource):
+    """``/`` and its ``;``-options: the page (GET), CSV, JSON, and admin actions (POST)."""
+
+    isLeaf = True
+
+    def __init__(self, sources: StatsSources, options: frozenset[str]) -> None:
+        super().__init__()
+        self._sources = sources
+        self._options = options
+        self._view = View(hide_down="up" in options, refresh="norefresh" not in options)
+
+    def render_GET(self, request: Request) -> bytes | int:
+        state = self._sources.state()
+        rows = build_rows(state)
+        request.setHeader(b"cache-control", b"no-cache")
+        if "json" in self._options:
+            request.setHeader(b"content-type", b"application/json")
+            return to_json(rows)
+        if self._view.refresh:
+            request.setHeader(b"refresh", str(REFRESH).encode())
+        if "csv" in self._options:
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return to_csv(rows)
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        renderElement(request, StatsPage(state, rows, self._view))
+        return NOT_DONE_YET
+
+    def render_POST(self, request: Request) -> bytes:
+        """Apply ``action`` to the servers ``s`` of service ``b``, then go back to the page."""
+        if self._sources.config.stats_auth is None:
+            return _text(request, 403, "admin actions need --stats-auth")
+        if not _same_origin(request):
+            return _text(request, 403, "cross-site form posts are refused")
+        args: dict[bytes, list[bytes]] = request.args or {}
+        service = b"".join(args.get(b"b", [])[:1]).decode("utf-8", "replace")
+        action = b"".join(args.get(b"action", [])[:1]).decode("utf-8", "replace")
+        servers = [s.decode("utf-8", "replace") for s in args.get(b"s", [])]
+        try:
+            apply_action(self._sources.listeners, service, servers, action)
+        except AdminError as e:
+            return _text(request, 400, str(e))
+        request.setResponseCode(303)
+        request.setHeader(b"location", self._view.path().encode())
+        return b""
+
+
+def _same_origin(request: Request) -> bool:
+    """Whether a browser says the request comes from a page of this site, or says nothing.
+
+    Browsers send ``Origin`` with every form POST; a page on another site that makes the
+    operator's browser post here (with its cached credentials) names that other site.
+    """
+    origin = request.getHeader("origin")
+    if origin is None:
+        return True
+    host = request.getHeader("host") or ""
+    try:
+        parsed = URL.from_text(origin)
+    except ValueError:
+        return False
+    name = f"[{parsed.host}]" if ":" in parsed.host else parsed.host
+    authority = name if parsed.port in (None, 80) else f"{name}:{parsed.port}"
+    return authority == host
+
+
+class StatsRoot(Resource):
+    """The root of the stats port; checks credentials for every path but ``/health``.
+
+    ``sources`` are the live parts every path reads.
+    """
+
+    def __init__(self, sources: StatsSources) -> None:
+        super().__init__()
+        self.sources = sources
+        auth = sources.config.stats_auth
+        self._credentials = None if auth is None else (auth[0].encode(), auth[1].encode())
+        self.putChild(b"health", HealthResource(sources.watcher, sources.listeners))
+        self.putChild(b"metrics", MetricsResource(metrics_registry(sources.state)))
+
+    def getChildWithDefault(self, path: bytes, request: Request) -> IResource:
+        if path != b"health" and not self._authorized(request):
+            return _Unauthorized()
+        return super().getChildWithDefault(path, request)
+
+    def getChild(self, path: bytes, request: Request) -> IResource:
+        if path and not path.startswith(b";"):
+            return notFound()
+        options = frozenset(path.decode("ascii", "replace").split(";")[1:])
+        if request.postpath or not options <= {"csv", "json", "up", "norefresh"}:
+            return notFound()
+        return StatsView(self.sources, options)
+
+    def _authorized(self, request: Request) -> bool:
+        if self._credentials is None:
+            return True
+        user, password = self._credentials
+        # Both compared every time, in constant time, so timing tells nothing.
+        return hmac.compare_digest(request.getUser(), user) & hmac.compare_digest(
+            request.getPassword(), password
+        )
+
+
+def stats_root(sources: StatsSources) -> Resource:
     """The resource tree served on the stats port."""
-    root = Resource()
-    root.putChild(b"health", HealthResource(watcher, listeners))
-    return root
+    return StatsRoot(sources)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from ddiscover.proxy.balancer import Balancer
+from ddiscover.proxy.balancer import Admin, Balancer
 from tests.proxy import FakeHealth, backend
 
 A, B, C, D = (backend(name, 8000 + i) for i, name in enumerate("abcd"))
@@ -95,3 +95,41 @@ class BalancerTests(SynchronousTestCase):
         self.assertIsNone(self.balancer.choose())
         self.balancer.update(frozenset({A, B, C}))
         self.assertEqual(picks(self.balancer, 1), ["b"])
+
+
+class AdminStateTests(SynchronousTestCase):
+    """Drained and disabled backends are skipped; health still decides for the rest."""
+
+    def setUp(self) -> None:
+        self.balancer = Balancer(FakeHealth(b.address for b in (A, B, C)))
+        self.balancer.update(frozenset({A, B, C}))
+
+    def test_held_backends_skipped(self) -> None:
+        """DRAIN and MAINT backends get no new connections; READY brings one back."""
+        self.balancer.set_admin(A, Admin.DRAIN)
+        self.balancer.set_admin(C, Admin.MAINT)
+        self.assertEqual(picks(self.balancer, 3), list("bbb"))
+        self.assertEqual(self.balancer.available(), 1)
+        self.assertEqual(self.balancer.up_count(), 3)
+        self.balancer.set_admin(A, Admin.READY)
+        self.assertEqual(picks(self.balancer, 2), list("ab"))
+        self.assertEqual(
+            [self.balancer.admin(b) for b in (A, B, C)], [Admin.READY, Admin.READY, Admin.MAINT]
+        )
+
+    def test_all_held_means_no_server(self) -> None:
+        """With every backend held, there is nothing to choose."""
+        for b in (A, B, C):
+            self.balancer.set_admin(b, Admin.DRAIN)
+        self.assertIsNone(self.balancer.choose())
+
+    def test_state_lasts_while_registered(self) -> None:
+        """The state survives updates that keep the backend, and goes with it."""
+        self.balancer.set_admin(A, Admin.MAINT)
+        self.balancer.update(frozenset({A, B}))
+        self.assertIs(self.balancer.admin(A), Admin.MAINT)
+        self.balancer.update(frozenset({B}))
+        self.balancer.update(frozenset({A, B}))
+        self.assertIs(self.balancer.admin(A), Admin.READY)
+        self.balancer.set_admin(D, Admin.DRAIN)
+        self.assertIs(self.balancer.admin(D), Admin.READY)

@@ -1,0 +1,242 @@
+"""``/metrics``: Prometheus text exposition, named like haproxy's exporter with ``ddiscover_``.
+
+A custom collector on a private ``CollectorRegistry`` builds every family from live state at
+scrape time, through the same :func:`~ddiscover.stats.rows.build_rows` as the page, so a
+backend that leaves the registry has no series from the next scrape on.  The names and
+labels are haproxy's (``haproxy_server_current_sessions{proxy,server}`` becomes
+``ddiscover_server_current_sessions{proxy,server}``; status and check status are one series
+per state with a ``state`` label), so haproxy dashboards port by renaming the prefix; the
+``ddiscover_registry_*`` families describe the etcd watch.
+
+:class:`MetricsResource` renders in the reactor thread, where the state lives (not
+``prometheus_client.twisted``, which collects in a thread-pool thread and imports the global
+reactor), and negotiates OpenMetrics from the ``Accept`` header.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector, CollectorRegistry
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from ddiscover.health.result import CheckStatus
+from ddiscover.registry.watcher import WatchState
+from ddiscover.stats.rows import BACKEND, FRONTEND, SERVER, Row, build_rows
+from ddiscover.stats.state import StatsState
+
+GAUGE, COUNTER = "gauge", "counter"
+
+# (name after ddiscover_<kind>_, row field, type, scale, help), per kind of row.
+_Spec = tuple[str, str, str, float, str]
+_SESSIONS: tuple[_Spec, ...] = (
+    ("current_sessions", "scur", GAUGE, 1, "Current number of active sessions."),
+    ("max_sessions", "smax", GAUGE, 1, "Maximum observed number of active sessions."),
+    ("sessions_total", "stot", COUNTER, 1, "Total number of sessions."),
+    ("bytes_in_total", "bin", COUNTER, 1, "Current total of incoming bytes."),
+    ("bytes_out_total", "bout", COUNTER, 1, "Current total of outgoing bytes."),
+    ("current_session_rate", "rate", GAUGE, 1, "Current number of sessions per second."),
+    ("max_session_rate", "rate_max", GAUGE, 1, "Maximum observed sessions per second."),
+)
+_ERRORS: tuple[_Spec, ...] = (
+    ("connection_errors_total", "econ", COUNTER, 1, "Total number of connection errors."),
+    ("response_errors_total", "eresp", COUNTER, 1, "Total number of response errors."),
+    ("retry_warnings_total", "wretr", COUNTER, 1, "Total number of retry warnings."),
+    ("redispatch_warnings_total", "wredis", COUNTER, 1, "Total number of redispatches."),
+    ("client_aborts_total", "cli_abrt", COUNTER, 1, "Data transfers aborted by the client."),
+    ("server_aborts_total", "srv_abrt", COUNTER, 1, "Data transfers aborted by the server."),
+    ("loadbalanced_total", "lbtot", COUNTER, 1, "Times the server was chosen."),
+    ("last_session_seconds", "lastsess", GAUGE, 1, "Seconds since the last session."),
+)
+_SPECS: dict[int, tuple[_Spec, ...]] = {
+    FRONTEND: (
+        *_SESSIONS,
+        ("limit_sessions", "slim", GAUGE, 1, "Configured session limit (global maxconn)."),
+        ("connections_total", "conn_tot", COUNTER, 1, "Total number of connections."),
+    ),
+    BACKEND: (
+        *_SESSIONS,
+        *_ERRORS,
+        ("active_servers", "act", GAUGE, 1, "Current number of active servers."),
+        ("backup_servers", "bck", GAUGE, 1, "Current number of backup servers."),
+        ("weight", "weight", GAUGE, 1, "Service total weight."),
+    ),
+    SERVER: (
+        *_SESSIONS,
+        *_ERRORS,
+        ("weight", "weight", GAUGE, 1, "Server's effective weight."),
+        ("check_failures_total", "chkfail", COUNTER, 1, "Total number of failed checks."),
+        ("check_up_down_total", "chkdown", COUNTER, 1, "Total number of UP->DOWN changes."),
+        ("check_last_change_seconds", "lastchg", GAUGE, 1, "Seconds since the last change."),
+        ("downtime_seconds_total", "downtime", COUNTER, 1, "Total downtime in seconds."),
+        ("check_duration_seconds", "check_duration", GAUGE, 0.001, "Last check's duration."),
+        ("registry_ttl_seconds", "ddiscover_ttl", GAUGE, 1, "TTL left on the etcd key."),
+        ("registry_seen_seconds", "ddiscover_seen", GAUGE, 1, "Seconds since the key was read."),
+    ),
+}
+_KINDS = {FRONTEND: "frontend", BACKEND: "backend", SERVER: "server"}
+
+_FRONTEND_STATES = ("OPEN", "FULL", "STOP")
+_BACKEND_STATES = ("UP", "DOWN")
+_SERVER_STATES = ("UP", "DOWN", "MAINT", "DRAIN", "NOLB")
+_CHECK_STATES = ("INI", *(status.value for status in CheckStatus))
+
+
+def _labels(row: Row) -> list[str]:
+    return [row.pxname] if row.type != SERVER else [row.pxname, row.svname]
+
+
+def _state_word(row: Row) -> str:
+    """The one state of the row's state set: ``UP 1/2`` counts as UP, ``no check`` as DOWN."""
+    word = row.status.split(" ", 1)[0]
+    if row.type == SERVER and word not in _SERVER_STATES:
+        return "DOWN"
+    return word
+
+
+def _proxy_families(rows: Sequence[Row]) -> Iterator[Metric]:
+    for kind, specs in _SPECS.items():
+        prefix = f"ddiscover_{_KINDS[kind]}_"
+        label_names = ["proxy"] if kind != SERVER else ["proxy", "server"]
+        typed = [row for row in rows if row.type == kind]
+        for suffix, field, metric_type, scale, help_text in specs:
+            family: GaugeMetricFamily | CounterMetricFamily
+            if metric_type == COUNTER:
+                family = CounterMetricFamily(prefix + suffix, help_text, labels=label_names)
+            else:
+                family = GaugeMetricFamily(prefix + suffix, help_text, labels=label_names)
+            for row in typed:
+                value = row.value(field)
+                if isinstance(value, int):
+                    family.add_metric(_labels(row), value * scale)
+            yield family
+        states = {FRONTEND: _FRONTEND_STATES, BACKEND: _BACKEND_STATES}.get(kind, _SERVER_STATES)
+        status = GaugeMetricFamily(
+            prefix + "status",
+            "Current status, one series per state.",
+            labels=[*label_names, "state"],
+        )
+        for row in typed:
+            current = _state_word(row)
+            for state in states:
+                status.add_metric([*_labels(row), state], 1 if state == current else 0)
+        yield status
+    check = GaugeMetricFamily(
+        "ddiscover_server_check_status",
+        "Status of the last health check, one series per check status.",
+        labels=["proxy", "server", "state"],
+    )
+    for row in rows:
+        if row.type == SERVER and row.check_status is not None:
+            for state in _CHECK_STATES:
+                check.add_metric([*_labels(row), state], 1 if state == row.check_status else 0)
+    yield check
+
+
+def _gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, help_text, value=value)
+
+
+def _process_families(state: StatsState) -> Iterator[Metric]:
+    process = state.process
+    info = GaugeMetricFamily("ddiscover_process_build_info", "Build info.", labels=["version"])
+    info.add_metric([process.version], 1)
+    yield info
+    yield _gauge("ddiscover_process_start_time_seconds", "Start time.", process.started)
+    yield _gauge(
+        "ddiscover_process_uptime_seconds", "Seconds since start.", state.now - process.started
+    )
+    yield _gauge(
+        "ddiscover_process_current_connections", "Proxied connections now.", process.connections
+    )
+    yield _gauge("ddiscover_process_max_connections", "Global maxconn.", process.maxconn)
+    yield _gauge("ddiscover_process_max_fds", "Open-files limit (ulimit-n).", process.fd_limit)
+
+
+def _registry_families(state: StatsState) -> Iterator[Metric]:
+    registry = state.registry
+    info = GaugeMetricFamily(
+        "ddiscover_registry_info", "The etcd watched.", labels=["api", "endpoint", "prefix"]
+    )
+    info.add_metric([registry.api, registry.endpoint, registry.prefix], 1)
+    yield info
+    watch = GaugeMetricFamily(
+        "ddiscover_registry_watch_state", "State of the etcd watch.", labels=["state"]
+    )
+    for word in WatchState:
+        watch.add_metric([word.value], 1 if word.value == registry.state else 0)
+    yield watch
+    yield _gauge(
+        "ddiscover_registry_watch_state_seconds",
+        "Seconds since the watch entered its state.",
+        state.now - registry.since,
+    )
+    yield CounterMetricFamily(
+        "ddiscover_registry_events_total", "Changes read from etcd.", value=registry.events
+    )
+    yield CounterMetricFamily(
+        "ddiscover_registry_resyncs_total", "Full listings after a gap.", value=registry.resyncs
+    )
+    last = registry.last_event_at
+    yield _gauge(
+        "ddiscover_registry_last_event_age_seconds",
+        "Seconds since the last change read from etcd (NaN: none yet).",
+        math.nan if last is None else state.now - last,
+    )
+    index = registry.last_index
+    yield _gauge(
+        "ddiscover_registry_last_index",
+        "Last etcd index (v3: revision) seen.",
+        math.nan if index is None else index,
+    )
+    yield _gauge(
+        "ddiscover_registry_rejected_keys", "Keys ignored as unusable.", registry.rejected_keys
+    )
+
+
+class StatsCollector(Collector):
+    """Every ``ddiscover_*`` family, built from the state read at each scrape."""
+
+    def __init__(self, state: Callable[[], StatsState]) -> None:
+        self._state = state
+
+    def describe(self) -> list[Metric]:
+        """Nothing: describing would mean collecting when the collector is registered."""
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        """Read the state once and yield every family from it."""
+        state = self._state()
+        yield from _proxy_families(build_rows(state))
+        yield from _process_families(state)
+        yield from _registry_families(state)
+
+
+def metrics_registry(state: Callable[[], StatsState]) -> CollectorRegistry:
+    """A private registry with ddiscover's collector and the standard ``process_*`` one."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StatsCollector(state))
+    ProcessCollector(registry=registry)
+    return registry
+
+
+class MetricsResource(Resource):
+    """``GET /metrics``: the registry in the format the scraper asks for."""
+
+    isLeaf = True
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__()
+        self._registry = registry
+
+    def render_GET(self, request: Request) -> bytes:
+        accept = request.getHeader("accept")
+        encoder, content_type = choose_encoder(accept or "")
+        request.setHeader(b"content-type", content_type.encode())
+        request.setHeader(b"cache-control", b"no-cache")
+        return encoder(self._registry)

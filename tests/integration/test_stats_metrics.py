@@ -1,0 +1,114 @@
+"""``/metrics`` scraped over HTTP from a running ddiscover while clients go through it.
+
+ddiscover runs in this process on the real reactor, against a real etcd and two in-process
+backends; clients connect from threads while the test scrapes, so the scrapes interleave with
+live traffic the way Prometheus's would.
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from typing import cast
+
+import treq
+from hyperlink import URL
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet import defer, reactor
+from twisted.trial.unittest import TestCase
+
+from ddiscover.app import build_service
+from ddiscover.config import Config
+from ddiscover.health.checker import HealthChecker
+from ddiscover.proxy.forwarding import ProxyReactor
+from ddiscover.registry.watcher import RegistryWatcher
+from tests.integration.backends import InProcessBackend
+from tests.integration.etcd import EtcdProcess
+from tests.integration.support import eventually, free_port, greeting
+from tests.integration.test_end_to_end import address
+
+Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+class MetricsScrapeTests(TestCase):
+    """What a Prometheus server scraping ddiscover sees."""
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        self.etcd = EtcdProcess.started(self)
+        self.port, self.stats_port = free_port(), free_port()
+        config = Config(
+            etcd=(URL.from_text(self.etcd.url),),
+            interface="127.0.0.1",
+            stats_port=self.stats_port,
+            check_interval=0.2,
+            rise=1,
+            fall=2,
+            connect_timeout=1.0,
+            drain_timeout=1.0,
+            etcd_timeout=0.5,
+            watch_timeout=5.0,
+        )
+        root = build_service(config, cast(ProxyReactor, reactor))
+        root.startService()
+        self.addCleanup(root.stopService)
+        health, watcher = root.getServiceNamed("health"), root.getServiceNamed("registry")
+        assert isinstance(health, HealthChecker) and isinstance(watcher, RegistryWatcher)
+        self.health, self.watcher = health, watcher
+
+    def backend(self, name: str) -> InProcessBackend:
+        backend = InProcessBackend(reactor, name)
+        self.addCleanup(lambda: defer.Deferred.fromCoroutine(backend.stop()))
+        return backend
+
+    async def scrape(self) -> Series:
+        """Every ``ddiscover_*`` sample of one scrape, by name and labels."""
+        response = await treq.get(
+            f"http://127.0.0.1:{self.stats_port}/metrics", persistent=False, timeout=5
+        )
+        self.assertEqual(response.code, 200)
+        text = await response.text()
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name.startswith("ddiscover_")
+        }
+
+    async def test_counters_rise_during_traffic_and_removed_backends_vanish(self) -> None:
+        """Every counter only goes up across scrapes under load; a deregistered backend's
+        series are gone from the next scrape after the catalog drops it."""
+        one, two = self.backend("one"), self.backend("two")
+        self.etcd.put("/backends/web/port", str(self.port))
+        self.etcd.put("/backends/web/b1", one.address)
+        self.etcd.put("/backends/web/b2", two.address)
+        await eventually(lambda: all(self.health.is_up(address(b.address)) for b in (one, two)))
+
+        async def clients(count: int) -> None:
+            for _ in range(count):
+                await greeting(self.port)
+
+        traffic = defer.gatherResults(
+            [defer.Deferred.fromCoroutine(clients(25)) for _ in range(4)]
+        )
+        scrapes = [await self.scrape()]
+        while not traffic.called:
+            scrapes.append(await self.scrape())
+        await traffic
+        scrapes.append(await self.scrape())
+        counters = [key for key in scrapes[-1] if key[0].endswith("_total")]
+        self.assertIn(
+            ("ddiscover_server_sessions_total", (("proxy", "web"), ("server", "b1"))), counters
+        )
+        for earlier, later in pairwise(scrapes):
+            for key in counters:
+                self.assertLessEqual(earlier.get(key, 0), later[key], key)
+        total = scrapes[-1][("ddiscover_frontend_sessions_total", (("proxy", "web"),))]
+        self.assertEqual(total, 100)
+        print(f"\n    {len(scrapes)} scrapes during 100 proxied connections")
+
+        self.etcd.delete("/backends/web/b2")
+        await eventually(lambda: len(self.watcher.catalog.services["web"].backends) == 1)
+        series = await self.scrape()
+        self.assertFalse([key for key in series if ("server", "b2") in key[1]])
+        self.assertTrue([key for key in series if ("server", "b1") in key[1]])
