@@ -1,7 +1,7 @@
 """Tests for :mod:`ddiscover.registry.etcd3` and :mod:`ddiscover.registry.api` on fakes.
 
 The v3 client talks to the fake gateway through ``StubTreq`` on a fake clock; the contract mixin
-at the end is also run against a real etcd in ``tests/integration/test_registry_v3.py``.
+at the end is also run against a real etcd in ``tests/integration/test_registry_behaviour.py``.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from ddiscover.registry.client import EtcdHTTP
 from ddiscover.registry.etcd3 import EtcdV3Client
 from ddiscover.registry.watcher import RegistryWatcher, WatchState
 from tests.integration.etcd import EtcdProcess
-from tests.integration.test_registry_etcd import Published, backends_of
+from tests.integration.registry_support import Published, backends_of
 from tests.registry.test_etcd3 import EtcdV3ContractMixin
 
 UNREACHABLE = "etcd {endpoint} unreachable: {error}; keeping the last known {services} services"
