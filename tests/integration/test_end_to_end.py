@@ -18,6 +18,7 @@ from ddiscover.config import Config
 from ddiscover.health.checker import HealthChecker
 from ddiscover.proxy.forwarding import ProxyReactor
 from ddiscover.proxy.listeners import Listeners
+from ddiscover.registry.options import EtcdAccess
 from ddiscover.registry.watcher import RegistryWatcher, WatchState
 from tests.integration.backends import InProcessBackend, ProcessBackend
 from tests.integration.etcd import EtcdProcess
@@ -39,9 +40,10 @@ def address(text: str) -> Address:
 
 
 class EndToEndTests(TestCase):
-    """ddiscover built by ``build_service`` on the real reactor, driven only through etcd."""
+    """ddiscover built by ``build_service`` on the real reactor, driven only through etcd v2."""
 
     timeout = 60
+    api = "v2"
 
     def setUp(self) -> None:
         self.etcd = EtcdProcess.started(self)
@@ -69,6 +71,7 @@ class EndToEndTests(TestCase):
             "drain_timeout": 1.0,
             "etcd_timeout": 0.5,
             "watch_timeout": 5.0,
+            "etcd_access": EtcdAccess(api=self.api),
         }
         settings.update(overrides)
         self.root: MultiService = build_service(Config(**settings), cast(ProxyReactor, reactor))
@@ -81,10 +84,24 @@ class EndToEndTests(TestCase):
         assert isinstance(self.listeners, Listeners)
         assert isinstance(self.health, HealthChecker)
 
+    def put(self, key: str, value: str) -> None:
+        """Write a key through the API under test."""
+        if self.api == "v3":
+            self.etcd.put3(key, value)
+        else:
+            self.etcd.put(key, value)
+
+    def delete(self, key: str, recursive: bool = False) -> None:
+        """Delete a key, or everything under it, through the API under test."""
+        if self.api == "v3":
+            self.etcd.delete3(key + "/" if recursive else key, prefix=recursive)
+        else:
+            self.etcd.delete(key, recursive=recursive)
+
     def register(self, service: str, port: int, **backends: str) -> None:
-        self.etcd.put(f"/backends/{service}/port", str(port), ttl=15)
+        self.put(f"/backends/{service}/port", str(port))
         for backend_id, value in backends.items():
-            self.etcd.put(f"/backends/{service}/{backend_id}", value, ttl=15)
+            self.put(f"/backends/{service}/{backend_id}", value)
 
     def listening(self, service: str) -> bool:
         frontend = self.listeners.frontends().get(service)
@@ -122,7 +139,7 @@ class EndToEndTests(TestCase):
         print(f"\n    etcd write -> listener open: {opened * 1000:.1f} ms")
         self.assertLess(opened, 1.0)
 
-        self.etcd.delete("/backends/web", recursive=True)
+        self.delete("/backends/web", recursive=True)
         await eventually(lambda: "web" not in self.listeners.frontends())
         with self.assertRaises(ConnectionRefusedError):
             await exchange(self.port)
@@ -179,7 +196,7 @@ class EndToEndTests(TestCase):
 
         self.etcd.restart()
         await eventually(lambda: self.watcher.state is WatchState.WATCHING)
-        self.etcd.put("/backends/web/b2", two.address, ttl=15)
+        self.put("/backends/web/b2", two.address)
         await eventually(lambda: self.health.is_up(address(two.address)))
         self.assertEqual({await greeting(self.port) for _ in range(4)}, {"one", "two"})
         stopped = [line for line in self.logged if "stopped listening" in line]
@@ -193,13 +210,13 @@ class EndToEndTests(TestCase):
         other_port = free_port()
         self.start()
         self.register("web", self.port, g=backend.address)
-        self.etcd.put("/backends/web/broken", "abc")
-        self.etcd.put("/backends/web/far", "1.2.3.4:99999")
-        self.etcd.put("/backends/api/port", "http")
-        self.etcd.put("/backends/api/x", backend.address)
-        self.etcd.put("/backends/clash/port", str(self.port))
-        self.etcd.put("/backends/clash/c", backend.address)
-        self.etcd.put("/backends/other/port", str(other_port))
+        self.put("/backends/web/broken", "abc")
+        self.put("/backends/web/far", "1.2.3.4:99999")
+        self.put("/backends/api/port", "http")
+        self.put("/backends/api/x", backend.address)
+        self.put("/backends/clash/port", str(self.port))
+        self.put("/backends/clash/c", backend.address)
+        self.put("/backends/other/port", str(other_port))
         await eventually(lambda: self.listening("other"))
         await eventually(lambda: self.health.is_up(address(backend.address)))
         self.assertEqual(await greeting(self.port), "good")
@@ -240,14 +257,20 @@ class EndToEndTests(TestCase):
         first = held.name
         other = "two" if first == "one" else "one"
 
-        self.etcd.delete("/backends/web/b1" if first == "one" else "/backends/web/b2")
+        self.delete("/backends/web/b1" if first == "one" else "/backends/web/b2")
         await eventually(lambda: len(self.watcher.catalog.services["web"].backends) == 1)
         self.assertEqual({await greeting(self.port) for _ in range(4)}, {other})
         self.assertEqual(await held.echo(b"after deregistration\n"), b"after deregistration\n")
 
-        self.etcd.delete("/backends/web", recursive=True)
+        self.delete("/backends/web", recursive=True)
         await eventually(lambda: "web" not in self.listeners.frontends())
         with self.assertRaises(ConnectionRefusedError):
             await exchange(self.port)
         self.assertEqual(await held.echo(b"after removal\n"), b"after removal\n")
         await held.close()
+
+
+class EndToEndV3Tests(EndToEndTests):
+    """The same behaviour with ddiscover reading etcd through the v3 API."""
+
+    api = "v3"
