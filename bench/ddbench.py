@@ -1188,9 +1188,13 @@ def run_workload(
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bench/run", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="shorter measurements (~2-3 minutes)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="1 s measurements, 1.5 s slow window (about 2 minutes)",
+    )
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--duration", type=int, help="seconds per wrk/iperf3 measurement (5; quick 2)")
+    p.add_argument("--duration", type=int, help="seconds per wrk/iperf3 measurement (5; quick 1)")
     p.add_argument(
         "--workloads",
         default=",".join(ALL_WORKLOADS),
@@ -1212,7 +1216,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--no-none", action="store_true", help="skip the no-proxy baseline")
     p.add_argument("--slow-size", type=int, default=200_000_000, help="bytes (200 MB)")
     p.add_argument("--slow-rate", type=float, default=1_000_000, help="reader pace, bytes/s")
-    p.add_argument("--slow-window", type=float, help="seconds at the slow pace (5; quick 3)")
+    p.add_argument("--slow-window", type=float, help="seconds at the slow pace (5; quick 1.5)")
     p.add_argument("--idle-conns", type=int, default=5000)
     p.add_argument(
         "--access-log",
@@ -1235,9 +1239,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--profiler", choices=("cprofile", "py-spy"), default="cprofile")
     p.add_argument("--python", default=sys.executable, help="python that runs ddiscover")
     args = p.parse_args(argv)
-    args.duration = args.duration or (2 if args.quick else 5)
+    args.duration = args.duration or (1 if args.quick else 5)
     args.omit = 0 if args.quick else 1
-    args.slow_window = args.slow_window or (2.0 if args.quick else 5.0)
+    args.slow_window = args.slow_window or (1.5 if args.quick else 5.0)
     args.settle = 0.5 if args.quick else 1.0
     args.workloads = [w for w in args.workloads.split(",") if w]
     unknown = set(args.workloads) - set(ALL_WORKLOADS)
