@@ -31,7 +31,6 @@ from ddiscover.proxy.listeners import Listeners
 from ddiscover.registry.api import registry_client
 from ddiscover.registry.client import HTTPClientLike, build_http_client
 from ddiscover.registry.watcher import RegistryWatcher
-from ddiscover.stats.sightings import Sightings
 from ddiscover.stats.state import StatsSources
 from ddiscover.stats.web import stats_root
 
@@ -73,22 +72,19 @@ class Discovery:
                 old=self.catalog.services[name].port,
                 new=catalog.services[name].port,
             )
-        for name, backends in sorted(change.backends_added.items()):
-            for backend in sorted(backends):
-                log.info(
-                    "service {service}: backend {id} at {address} registered",
-                    service=name,
-                    id=backend.id,
-                    address=str(backend.address),
-                )
-        for name, backends in sorted(change.backends_removed.items()):
-            for backend in sorted(backends):
-                log.info(
-                    "service {service}: backend {id} at {address} deregistered",
-                    service=name,
-                    id=backend.id,
-                    address=str(backend.address),
-                )
+        for changed, verb in (
+            (change.backends_added, "registered"),
+            (change.backends_removed, "deregistered"),
+        ):
+            for name, backends in sorted(changed.items()):
+                for backend in sorted(backends):
+                    log.info(
+                        "service {service}: backend {id} at {address} {verb}",
+                        service=name,
+                        id=backend.id,
+                        address=str(backend.address),
+                        verb=verb,
+                    )
         self.catalog = catalog
         self._checker.reconcile(catalog)
         self._listeners.reconcile(catalog)
@@ -154,8 +150,7 @@ def build_service(
         watch_timeout=config.watch_timeout,
         credentials=config.etcd_access.credentials,
     )
-    sightings = Sightings(client, clock)
-    watcher = RegistryWatcher(sightings, clock, config.prefix, discovery.apply)
+    watcher = RegistryWatcher(client, clock, config.prefix, discovery.apply)
     for name, child in (("health", checker), ("listeners", listeners), ("registry", watcher)):
         child.setName(name)
         child.setServiceParent(root)
@@ -169,7 +164,6 @@ def build_service(
             watcher=watcher,
             checker=checker,
             listeners=listeners,
-            sightings=sightings,
             started=started,
         )
         site = Site(stats_root(sources))

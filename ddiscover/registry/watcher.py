@@ -72,6 +72,7 @@ class RegistryWatcher(Service):
         self._on_catalog = on_catalog
         self._backoff = backoff
         self._entries: dict[str, Entry] = {}
+        self._seen: dict[str, float] = {}
         self._published = False
         self._running: Deferred[None] | None = None
         self._next_index: int | None = None
@@ -87,6 +88,12 @@ class RegistryWatcher(Service):
     def entries(self) -> Mapping[str, Entry]:
         """Every key under the prefix as last read from etcd, bad ones included."""
         return self._entries
+
+    @property
+    def seen(self) -> Mapping[str, float]:
+        """When each key in :attr:`entries` was last listed or set (reactor time); a re-set
+        of an unchanged value counts, so this shows that a registrar is still refreshing."""
+        return self._seen
 
     @property
     def endpoint(self) -> URL:
@@ -170,6 +177,7 @@ class RegistryWatcher(Service):
         recovered = self.state is WatchState.UNREACHABLE
         self._set_state(WatchState.WATCHING)
         self._entries = dict(snapshot.entries)
+        self._seen = dict.fromkeys(self._entries, self._clock.seconds())
         self.last_index = snapshot.index
         self._rebuild()
         if recovered:
@@ -189,26 +197,30 @@ class RegistryWatcher(Service):
         self._next_index = index + 1
         self.last_index = index
         changed = False
+        now = self._clock.seconds()
         for change in changes:
             self.events += 1
-            self.last_event_at = self._clock.seconds()
-            changed = self._apply_one(change) or changed
+            self.last_event_at = now
+            changed = self._apply_one(change, now) or changed
         if changed:
             self._rebuild()
 
-    def _apply_one(self, change: Change) -> bool:
+    def _apply_one(self, change: Change, now: float) -> bool:
         """Apply one change to the cached keys; whether a value actually changed."""
         if change.removes and change.is_dir:
             inside = change.key.rstrip("/") + "/"
             gone = [key for key in self._entries if key.startswith(inside)]
             for key in gone:
                 del self._entries[key]
+                del self._seen[key]
             return bool(gone)
         if change.removes:
+            self._seen.pop(change.key, None)
             return self._entries.pop(change.key, None) is not None
         if change.entry is not None:
             before = self._entries.get(change.key)
             self._entries[change.key] = change.entry
+            self._seen[change.key] = now
             return before is None or before.value != change.entry.value
         return False  # a directory was created: no key, nothing to build
 

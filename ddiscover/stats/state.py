@@ -26,7 +26,6 @@ from ddiscover.proxy.counters import Counters
 from ddiscover.proxy.listeners import Listeners
 from ddiscover.registry.layout import PORT_KEY, Entry
 from ddiscover.registry.watcher import RegistryWatcher
-from ddiscover.stats.sightings import Sightings
 
 
 @attrs.frozen
@@ -123,7 +122,6 @@ class StatsSources:
     watcher: RegistryWatcher
     checker: HealthChecker
     listeners: Listeners
-    sightings: Sightings
     started: float
     fd_limit: Callable[[], int] = _fd_limit
     pid: Callable[[], int] = os.getpid
@@ -133,7 +131,7 @@ class StatsSources:
         now = self.clock.seconds()
         config, watcher = self.config, self.watcher
         prefix = config.prefix
-        entries, seen = watcher.entries, self.sightings.seen
+        entries, seen = watcher.entries, watcher.seen
 
         def key_state(path: str) -> KeyState:
             entry: Entry | None = entries.get(path)

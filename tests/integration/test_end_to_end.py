@@ -4,24 +4,13 @@ real loopback backends: what an operator sees, asserted on the bytes clients rec
 from __future__ import annotations
 
 import time
-from typing import Any, cast
+from typing import Any, ClassVar
 
-from hyperlink import URL
-from twisted.application.service import MultiService
 from twisted.internet import defer, reactor
-from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
-from twisted.trial.unittest import TestCase
 
-from ddiscover.app import build_service
-from ddiscover.catalog import Address
-from ddiscover.config import Config
-from ddiscover.health.checker import HealthChecker
-from ddiscover.proxy.forwarding import ProxyReactor
-from ddiscover.proxy.listeners import Listeners
-from ddiscover.registry.options import EtcdAccess
-from ddiscover.registry.watcher import RegistryWatcher, WatchState
+from ddiscover.registry.watcher import WatchState
 from tests.integration.backends import InProcessBackend, ProcessBackend
-from tests.integration.etcd import EtcdProcess
+from tests.integration.harness import InProcessTestCase, address
 from tests.integration.support import (
     HeldConnection,
     eventually,
@@ -34,74 +23,16 @@ INTERVAL = 0.2
 FALL = 2
 
 
-def address(text: str) -> Address:
-    host, _, port = text.rpartition(":")
-    return Address(host, int(port))
-
-
-class EndToEndTests(TestCase):
+class EndToEndTests(InProcessTestCase):
     """ddiscover built by ``build_service`` on the real reactor, driven only through etcd v2."""
 
-    timeout = 60
-    api = "v2"
-
-    def setUp(self) -> None:
-        self.etcd = EtcdProcess.started(self)
-        self.port = free_port()
-        self.logged: list[str] = []
-
-        def observe(event: LogEvent) -> None:
-            text = formatEvent(event)
-            if text:
-                self.logged.append(text)
-
-        observer = cast(ILogObserver, observe)
-        globalLogPublisher.addObserver(observer)
-        self.addCleanup(globalLogPublisher.removeObserver, observer)
-
-    def start(self, **overrides: Any) -> None:
-        settings: dict[str, Any] = {
-            "etcd": (URL.from_text(self.etcd.url),),
-            "interface": "127.0.0.1",
-            "stats_port": 0,
-            "check_interval": INTERVAL,
-            "rise": 2,
-            "fall": FALL,
-            "connect_timeout": 1.0,
-            "drain_timeout": 1.0,
-            "etcd_timeout": 0.5,
-            "watch_timeout": 5.0,
-            "etcd_access": EtcdAccess(api=self.api),
-        }
-        settings.update(overrides)
-        self.root: MultiService = build_service(Config(**settings), cast(ProxyReactor, reactor))
-        self.root.startService()
-        self.addCleanup(self.root.stopService)
-        self.watcher = self.root.getServiceNamed("registry")
-        self.listeners = self.root.getServiceNamed("listeners")
-        self.health = self.root.getServiceNamed("health")
-        assert isinstance(self.watcher, RegistryWatcher)
-        assert isinstance(self.listeners, Listeners)
-        assert isinstance(self.health, HealthChecker)
-
-    def put(self, key: str, value: str) -> None:
-        """Write a key through the API under test."""
-        if self.api == "v3":
-            self.etcd.put3(key, value)
-        else:
-            self.etcd.put(key, value)
-
-    def delete(self, key: str, recursive: bool = False) -> None:
-        """Delete a key, or everything under it, through the API under test."""
-        if self.api == "v3":
-            self.etcd.delete3(key + "/" if recursive else key, prefix=recursive)
-        else:
-            self.etcd.delete(key, recursive=recursive)
-
-    def register(self, service: str, port: int, **backends: str) -> None:
-        self.put(f"/backends/{service}/port", str(port))
-        for backend_id, value in backends.items():
-            self.put(f"/backends/{service}/{backend_id}", value)
+    settings: ClassVar[dict[str, Any]] = {
+        "check_interval": INTERVAL,
+        "rise": 2,
+        "fall": FALL,
+        "connect_timeout": 1.0,
+        "drain_timeout": 1.0,
+    }
 
     def listening(self, service: str) -> bool:
         frontend = self.listeners.frontends().get(service)

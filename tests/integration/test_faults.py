@@ -12,25 +12,19 @@ from __future__ import annotations
 import re
 import signal
 import time
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
-from hyperlink import URL
-from twisted.application.service import MultiService
 from twisted.internet import defer, reactor
 from twisted.internet.error import ConnectionLost
 from twisted.internet.task import LoopingCall, deferLater
-from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
-from ddiscover.app import build_service, tcp_endpoint_factory
+from ddiscover.app import EndpointFactory, tcp_endpoint_factory
 from ddiscover.catalog import Address
-from ddiscover.config import Config
-from ddiscover.health.checker import HealthChecker
 from ddiscover.health.result import CheckStatus
 from ddiscover.health.state import HealthRecord
 from ddiscover.proxy.counters import Counters
 from ddiscover.proxy.forwarding import ProxyReactor
-from ddiscover.proxy.listeners import Listeners
 from tests.integration.backends import InProcessBackend
 from tests.integration.etcd import EtcdProcess
 from tests.integration.faulty import (
@@ -40,6 +34,7 @@ from tests.integration.faulty import (
     WatchedStream,
     transitions_by_rise_fall,
 )
+from tests.integration.harness import InProcessTestCase, address
 from tests.integration.processes import Ddiscover, echo_server, load_client, open_fds, rss_kib
 from tests.integration.support import eventually, free_port, greeting
 
@@ -50,11 +45,6 @@ LORIS_IDLE = 2.0
 FLOOD = 300
 NOFILE = 128
 INTERVAL = 0.2
-
-
-def address(text: str) -> Address:
-    host, _, port = text.rpartition(":")
-    return Address(host, int(port))
 
 
 class LoadTests(TestCase):
@@ -169,60 +159,31 @@ class LoadTests(TestCase):
         print(f"\n    flood of {FLOOD} under --nofile={NOFILE}: {dict(outcomes)}")
 
 
-class BackendFaultTests(TestCase):
+class BackendFaultTests(InProcessTestCase):
     """ddiscover in this process in front of backends that die, stall, blackhole or flap."""
 
-    timeout = 60
+    settings: ClassVar[dict[str, Any]] = {
+        "check_interval": INTERVAL,
+        "rise": 2,
+        "fall": 2,
+        "connect_timeout": 0.3,
+        "drain_timeout": 0.5,
+        "access_log": True,
+    }
 
     def setUp(self) -> None:
-        self.etcd = EtcdProcess.started(self)
-        self.port = free_port()
+        super().setUp()
         self.outcomes = OutcomeLog()
-        self.logged: list[str] = []
 
-        def observe(event: LogEvent) -> None:
-            text = formatEvent(event)
-            if text:
-                self.logged.append(text)
-
-        observer = cast(ILogObserver, observe)
-        globalLogPublisher.addObserver(observer)
-        self.addCleanup(globalLogPublisher.removeObserver, observer)
-
-    def start(self, **overrides: Any) -> None:
-        settings: dict[str, Any] = {
-            "etcd": (URL.from_text(self.etcd.url),),
-            "interface": "127.0.0.1",
-            "stats_port": 0,
-            "check_interval": INTERVAL,
-            "rise": 2,
-            "fall": 2,
-            "connect_timeout": 0.3,
-            "drain_timeout": 0.5,
-            "etcd_timeout": 0.5,
-            "watch_timeout": 5.0,
-            "access_log": True,
-        }
-        settings.update(overrides)
-        proxy_reactor = cast(ProxyReactor, reactor)
-        self.root: MultiService = build_service(
-            Config(**settings),
-            proxy_reactor,
-            endpoint_for=self.outcomes.endpoints(tcp_endpoint_factory(proxy_reactor)),
-        )
-        self.root.startService()
-        self.addCleanup(self.root.stopService)
-        self.listeners = self.root.getServiceNamed("listeners")
-        self.health = self.root.getServiceNamed("health")
-        assert isinstance(self.listeners, Listeners)
-        assert isinstance(self.health, HealthChecker)
+    def start(self, endpoint_for: EndpointFactory | None = None, **overrides: Any) -> None:
+        """Start ddiscover with every check and passive report recorded in ``outcomes``."""
+        checks = self.outcomes.endpoints(tcp_endpoint_factory(cast(ProxyReactor, reactor)))
+        super().start(endpoint_for or checks, **overrides)
         self.patch(self.health, "report", self.outcomes.reporting(self.health.report))
 
     async def serve_web(self, **backends: str) -> None:
         """Register service ``web`` on these ``id=host:port`` backends; wait until all are UP."""
-        self.etcd.put("/backends/web/port", str(self.port))
-        for backend_id, value in backends.items():
-            self.etcd.put(f"/backends/web/{backend_id}", value)
+        self.register("web", self.port, **backends)
         await eventually(lambda: all(self.health.is_up(address(b)) for b in backends.values()))
 
     def server(self, host_port: str) -> Counters:

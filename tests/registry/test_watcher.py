@@ -465,3 +465,41 @@ class ReentrantStopTests(WatcherTestCase):
         self.assertEqual(stopped, [None])
         self.assertEqual(len(self.etcd.requests), 2)
         self.assertIs(self.watcher.state, WatchState.STOPPED)
+
+
+class SeenTests(WatcherTestCase):
+    """Every key listed or set is noted at the reactor's time; removed keys are forgotten."""
+
+    def test_listing_notes_every_key(self) -> None:
+        """A listing replaces what was noted: every key in it is seen now."""
+        self.etcd.set("/backends/web/port", "80")
+        self.etcd.set("/backends/web/a", "10.0.0.1:8080")
+        self.etcd.set("/backends/api/x", "10.0.0.2:81")
+        self.watcher.startService()
+        self.stub.flush()
+        self.assertEqual(
+            dict(self.watcher.seen),
+            dict.fromkeys(["/backends/web/port", "/backends/web/a", "/backends/api/x"], 1000.0),
+        )
+
+    def test_changes(self) -> None:
+        """A set, even of an unchanged value, is seen at its time; a delete forgets the key;
+        a directory delete forgets every key under it."""
+        self.etcd.set("/backends/api/x", "10.0.0.2:81")
+        self.register_web()
+        self.watcher.startService()
+        self.stub.flush()
+        self.clock.advance(5)
+        self.etcd.set("/backends/web/a", "10.0.0.1:8080")
+        self.stub.flush()
+        self.etcd.delete("/backends/api/x")
+        self.stub.flush()
+        self.etcd.set("/backends/web/b", "10.0.0.3:8080")
+        self.stub.flush()
+        self.assertEqual(
+            dict(self.watcher.seen),
+            {"/backends/web/port": 1000.0, "/backends/web/a": 1005.0, "/backends/web/b": 1005.0},
+        )
+        self.etcd.delete("/backends/web")
+        self.stub.flush()
+        self.assertEqual(dict(self.watcher.seen), {})
