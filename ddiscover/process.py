@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import resource
 import signal
 from collections.abc import Callable
@@ -34,6 +35,18 @@ def raise_fd_limit() -> int:
         log.info("raised the open-files limit from {soft} to {hard}", soft=soft, hard=hard)
         return hard
     return soft
+
+
+def freeze_startup_objects() -> None:
+    """Collect once, then move every object alive now out of the garbage collector's reach.
+
+    What exists once the reactor runs (modules, classes, the service tree) lives as long as
+    the process.  Without this, each full collection walks all of it again while
+    connections are being proxied; with it, new connections' p99 latency fell from 36 to
+    14 ms in the benchmark (see docs/performance.md).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def stop_gracefully_on_sigterm(reactor: IReactorFromThreads, stop: Callable[[], None]) -> None:

@@ -19,7 +19,7 @@ from twisted.python import usage
 from ddiscover import __version__
 from ddiscover._log import LEVELS, set_level
 from ddiscover.config import Config
-from ddiscover.process import raise_fd_limit, stop_gracefully_on_sigterm
+from ddiscover.process import freeze_startup_objects, raise_fd_limit, stop_gracefully_on_sigterm
 from ddiscover.registry.options import ETCD_OPTIONS, parse_access
 
 _AUTHORITY = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(?P<port>[0-9]{1,5})/?$")
@@ -199,4 +199,5 @@ def makeService(options: Options) -> IService:
     set_level(options.config.log_level)
     raise_fd_limit()
     reactor.callWhenRunning(stop_gracefully_on_sigterm, reactor, reactor.stop)
+    reactor.callWhenRunning(freeze_startup_objects)
     return build_service(options.config, reactor)

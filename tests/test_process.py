@@ -1,12 +1,13 @@
-"""Tests for :mod:`ddiscover.process`: the fd limit and SIGTERM handling, on the real process."""
+"""Tests for :mod:`ddiscover.process`: fd limit, GC freeze and SIGTERM, on the real process."""
 
+import gc
 import os
 import resource
 import signal
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from ddiscover.process import raise_fd_limit, stop_gracefully_on_sigterm
+from ddiscover.process import freeze_startup_objects, raise_fd_limit, stop_gracefully_on_sigterm
 
 
 class _Calls:
@@ -29,6 +30,20 @@ class RaiseFdLimitTests(SynchronousTestCase):
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))
         self.assertEqual(raise_fd_limit(), hard)
         self.assertEqual(resource.getrlimit(resource.RLIMIT_NOFILE), (hard, hard))
+
+
+class FreezeTests(SynchronousTestCase):
+    """Objects alive at startup leave the collector's generations; later ones do not."""
+
+    def test_freeze(self) -> None:
+        self.addCleanup(gc.unfreeze)
+        before: list[object] = []
+        freeze_startup_objects()
+        after: list[object] = []
+        self.assertGreater(gc.get_freeze_count(), 0)
+        tracked = gc.get_objects()
+        self.assertFalse(any(each is before for each in tracked))
+        self.assertTrue(any(each is after for each in tracked))
 
 
 class SigtermTests(SynchronousTestCase):

@@ -42,6 +42,7 @@ from twisted.python.failure import Failure
 from ddiscover._log import make_logger
 from ddiscover.catalog import Backend, Catalog
 from ddiscover.config import Config
+from ddiscover.proxy import fastpath
 from ddiscover.proxy.access_log import LoggedSession
 from ddiscover.proxy.balancer import Balancer, HealthView
 from ddiscover.proxy.counters import Counters
@@ -256,8 +257,8 @@ class Listeners(Service):
             return
         name, interface, number = listener.proxy.name, self._config.interface, listener.port
         try:
-            port = self._reactor.listenTCP(
-                number, listener.proxy, backlog=self._config.backlog, interface=interface
+            port = fastpath.listen(
+                self._reactor, number, listener.proxy, self._config.backlog, interface
             )
         except (CannotListenError, OSError) as error:
             # tcp.Port wraps bind() errors in CannotListenError but lets listen() errors out raw.

@@ -11,6 +11,7 @@ whose ports can be busy, paused and closed a reactor turn later, as ``tcp.Port``
 from __future__ import annotations
 
 import errno
+import socket
 from collections.abc import Iterable
 
 from hyperlink import URL
@@ -25,6 +26,7 @@ from twisted.internet.interfaces import (
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
 from ddiscover.catalog import Address, Backend
@@ -41,6 +43,20 @@ def make_config(**overrides: object) -> Config:
 def backend(name: str, port: int, host: str = "10.0.0.1") -> Backend:
     """A backend called ``name`` at ``host:port``."""
     return Backend(name, Address(host, port))
+
+
+def blackhole(test: TestCase) -> int:
+    """A loopback port whose connects are never answered, closed in ``test``'s cleanup.
+
+    One unaccepted connection fills a ``listen(0)`` queue; further SYNs are dropped.
+    """
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(0)
+    test.addCleanup(hole.close)
+    filler = socket.create_connection(hole.getsockname())
+    test.addCleanup(filler.close)
+    return int(hole.getsockname()[1])
 
 
 class FakeHealth:

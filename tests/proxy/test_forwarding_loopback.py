@@ -1,12 +1,13 @@
 """Forwarding through real loopback sockets: what only the kernel can show.
 
 Half-close, resets, refused ports, real socket buffers and backpressure.  The proxy is a
-:class:`ServiceProxy` listening on port 0 of 127.0.0.1, the backends are Twisted servers in
-this process, and every test waits on Deferreds tied to events (data arrived, EOF, connection
-lost, session closed).  The one exception is the slow-reader test, which polls every 10 ms
-until the transfer has stalled, because "nothing moved" has no event.  Cleanup aborts whatever
-is still open and waits for every connection to be lost, so trial's dirty-reactor check
-catches leaked sockets and timers.
+:class:`ServiceProxy` listening on port 0 of 127.0.0.1 through :func:`fastpath.listen`, as in
+production, so both sockets of every session are the fast path's transports.  The backends
+are Twisted servers in this process, and every test waits on Deferreds tied to events (data
+arrived, EOF, connection lost, session closed).  The one exception is the slow-reader test,
+which polls every 10 ms until the transfer has stalled, because "nothing moved" has no event.
+Cleanup aborts whatever is still open and waits for every connection to be lost, so trial's
+dirty-reactor check catches leaked sockets and timers.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ from zope.interface import implementer
 
 from ddiscover.catalog import Address, Backend
 from ddiscover.health.result import CheckStatus
+from ddiscover.proxy import fastpath
 from ddiscover.proxy.forwarding import ServiceProxy, Session
-from tests.proxy import FakeHealth, make_config
+from tests.proxy import FakeHealth, blackhole, make_config
 
 MB = 1024 * 1024
 
@@ -301,7 +303,7 @@ class LoopbackTests(TestCase):
         """A ServiceProxy for ``backends`` listening on a fresh port."""
         proxy = ServiceProxy("svc", self.reactor, make_config(**config), self.health, self.tracker)
         proxy.update(frozenset(backends))
-        port = self.reactor.listenTCP(0, proxy, interface="127.0.0.1")
+        port = fastpath.listen(self.reactor, 0, proxy, 50, "127.0.0.1")
         self.addCleanup(port.stopListening)
         return proxy, number(port)
 
@@ -321,6 +323,9 @@ class LoopbackTests(TestCase):
         client.tcp.write(b"hello")
         await client.wait_for(5)
         self.assertEqual(bytes(client.received), b"hello")
+        session: Session = await self.tracker.opened.wait()
+        self.assertIsInstance(session.client.transport, fastpath.ClientTransport)
+        self.assertIsInstance(session.backend.transport, fastpath.BackendTransport)
         client.tcp.loseConnection()
         await self.tracker.idle()
         self.assertEqual((proxy.counters.bin, proxy.counters.bout), (5, 5))
@@ -455,16 +460,9 @@ class LoopbackTests(TestCase):
     async def test_abort_during_connect_cancels_it(self) -> None:
         """Aborting a session (as the drain deadline does) while its backend connect hangs
         cancels the connect: no socket or timer is left behind."""
-        hole = socket.socket()
-        hole.bind(("127.0.0.1", 0))
-        hole.listen(0)
-        self.addCleanup(hole.close)
-        # One unaccepted connection fills a listen(0) queue; further SYNs are dropped.
-        filler = socket.create_connection(hole.getsockname())
-        self.addCleanup(filler.close)
-        blackhole = Backend("hole", Address("127.0.0.1", hole.getsockname()[1]))
-        self.health.up.add(blackhole.address)
-        _, port = self.proxy([blackhole], connect_timeout=10)
+        hole = Backend("hole", Address("127.0.0.1", blackhole(self)))
+        self.health.up.add(hole.address)
+        _, port = self.proxy([hole], connect_timeout=10)
         client = await self.client(port)
         session: Session = await self.tracker.opened.wait()
         self.assertFalse(session.backend.connected)
