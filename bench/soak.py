@@ -10,8 +10,9 @@ registered under a new key; half-way through, etcd is SIGKILLed and restarted on
 Every client error is attributed: to a killed backend if the connection was greeted by a
 backend that had been killed when the error happened, or if it failed before any greeting
 within 0.5 s of a kill (it reached the backend just before the kill); else it counts as
-unexplained (target 0).  ddiscover's RSS and open fds are sampled every 10 s.  The summary
-is printed as JSON.
+unexplained (target 0).  ddiscover's RSS, open fds and live Python heap (allocated blocks
+after a full collection, through ``bench/heapprobe``) are sampled every 10 s, to tell a leak
+from memory the allocator merely keeps.  The summary is printed as JSON.
 
 Usage: ``bench/soak [--minutes N]`` (10 by default).
 """
@@ -36,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.integration.etcd import EtcdProcess  # noqa: E402
-from tests.integration.processes import open_fds, rss_kib  # noqa: E402
+from tests.integration.processes import fd_kinds, open_fds, rss_kib  # noqa: E402
 from tests.integration.support import free_port  # noqa: E402
 from tests.integration.test_twistd import entrypoint, environment  # noqa: E402
 
@@ -180,16 +181,26 @@ def _wait(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> No
         time.sleep(0.1)
 
 
-def _sample(pid: int, started: float) -> dict[str, float]:
+def _heap(pid: int, probe: Path) -> dict[str, int]:
+    """ddiscover's live Python heap after a full collection (see bench/heapprobe)."""
+    probe.unlink(missing_ok=True)
+    os.kill(pid, signal.SIGUSR2)
+    _wait(probe.exists, "the heap probe's answer", timeout=10)
+    blocks, objects = probe.read_text().split()
+    return {"heap_blocks": int(blocks), "gc_objects": int(objects)}
+
+
+def _sample(pid: int, started: float, probe: Path) -> dict[str, float]:
     return {
         "t": round(time.monotonic() - started, 1),
         "rss_kib": rss_kib(pid),
         "fds": open_fds(pid),
+        **_heap(pid, probe),
     }
 
 
 async def _chaos(
-    minutes: float, cycle: float, etcd: EtcdProcess, backends: Backends, pid: int
+    minutes: float, cycle: float, etcd: EtcdProcess, backends: Backends, *, pid: int, probe: Path
 ) -> tuple[list[dict[str, float]], list[str]]:
     """Kill and replace a backend every ``cycle`` s, restart etcd once; sample ddiscover."""
     started = time.monotonic()
@@ -201,7 +212,7 @@ async def _chaos(
         await asyncio.sleep(0.1)
         now = time.monotonic()
         if now >= next_sample:
-            samples.append(_sample(pid, started))
+            samples.append(await asyncio.to_thread(_sample, pid, started, probe))
             next_sample += SAMPLE_EVERY
         if not etcd_restarted and now >= started + minutes * 30:
             etcd_restarted = True
@@ -218,7 +229,7 @@ async def _chaos(
             await asyncio.to_thread(backends.deregister, victim)
             replacement = await asyncio.to_thread(backends.start)
             events.append(f"{now - started:.0f}s killed {victim}, registered {replacement}")
-    samples.append(_sample(pid, started))
+    samples.append(await asyncio.to_thread(_sample, pid, started, probe))
     return samples, events
 
 
@@ -229,6 +240,11 @@ async def soak(minutes: float, keepalive: int, workers: int, cycle: float) -> di
     backends = Backends(etcd)
     port, stats = free_port(), free_port()
     log_path = Path(tempfile.gettempdir()) / f"ddiscover-soak-{os.getpid()}.log"
+    probe = Path(tempfile.gettempdir()) / f"ddiscover-soak-{os.getpid()}.heap"
+    probe_env = {
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "bench" / "heapprobe"), str(ROOT)]),
+        "DDISCOVER_HEAP_PROBE": str(probe),
+    }
     argv = [
         *entrypoint(),
         "--interface", "127.0.0.1", "--stats-port", str(stats), "--check-interval", "0.5",
@@ -236,7 +252,10 @@ async def soak(minutes: float, keepalive: int, workers: int, cycle: float) -> di
     ]  # fmt: skip
     with open(log_path, "wb") as log:
         ddiscover = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, env=environment(ETCD_HOST=etcd.url)
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=environment(ETCD_HOST=etcd.url, **probe_env),
         )
     load = Load(port, backends)
     health = f"http://127.0.0.1:{stats}/health"
@@ -248,11 +267,18 @@ async def soak(minutes: float, keepalive: int, workers: int, cycle: float) -> di
         _wait(lambda: _get(f"http://127.0.0.1:{stats}/;csv").count(b",UP,") == 3, "3 UP")
         clients = [asyncio.create_task(load.keepalive()) for _ in range(keepalive)]
         clients += [asyncio.create_task(load.new_connections()) for _ in range(workers)]
-        samples, events = await _chaos(minutes, cycle, etcd, backends, ddiscover.pid)
+        samples, events = await _chaos(
+            minutes, cycle, etcd, backends, pid=ddiscover.pid, probe=probe
+        )
         load.running = False
         await asyncio.gather(*clients)
         _wait(lambda: b'"connections": 0' in _get(health), "no connections")
-        idle = {"rss_kib": rss_kib(ddiscover.pid), "fds": open_fds(ddiscover.pid)}
+        idle = {
+            "rss_kib": rss_kib(ddiscover.pid),
+            "fds": open_fds(ddiscover.pid),
+            "fd_kinds": fd_kinds(ddiscover.pid),
+            **_heap(ddiscover.pid, probe),
+        }
         still_running = ddiscover.poll() is None
     finally:
         load.running = False
@@ -260,6 +286,7 @@ async def soak(minutes: float, keepalive: int, workers: int, cycle: float) -> di
         ddiscover.wait()
         backends.stop()
         etcd.cleanup()
+        probe.unlink(missing_ok=True)
     unexplained = sum(n for kind, n in load.errors.items() if kind.endswith("unexplained"))
     return {
         "minutes": minutes,
