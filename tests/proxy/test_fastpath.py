@@ -12,6 +12,9 @@ from __future__ import annotations
 import errno
 import select
 import socket
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any, cast
 
 from twisted.internet import error, tcp
@@ -21,7 +24,7 @@ from twisted.internet.interfaces import IAddress, IConnector
 from twisted.internet.protocol import ClientFactory, Protocol, ServerFactory, connectionDone
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from ddiscover.health.result import CheckStatus, classify_failure
 from ddiscover.proxy import fastpath
@@ -360,3 +363,30 @@ class ListenTests(TestCase):
         self.assertEqual(bytes(accepted.received), b"early bytes")
         transport.loseConnection()
         await accepted.lost
+
+
+class OtherReactorsTests(SynchronousTestCase):
+    """``twistd --reactor poll`` or ``select`` takes the fast path too (any POSIX reactor).
+
+    They report a refused connect differently from epoll (select as writability, poll as an
+    error event), so the fast-path and loopback tests are run again under each, by trial in
+    a child process, since one process has one reactor.
+    """
+
+    def test_poll_and_select(self) -> None:
+        root = Path(__file__).resolve().parents[2]
+        suites = [
+            f"tests.proxy.test_fastpath.{name}"
+            for name in ("LeanConnectTests", "TransportTests", "ListenTests")
+        ] + ["tests.proxy.test_forwarding_loopback"]
+        for reactor in ("poll", "select"):
+            run = subprocess.run(
+                [sys.executable, "-m", "twisted.trial", f"--reactor={reactor}", *suites],
+                cwd=root,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            self.assertEqual(run.returncode, 0, f"--reactor={reactor}:\n{run.stdout[-3000:]}")
+            self.assertRegex(run.stdout, r"PASSED \(successes=\d\d+\)")
