@@ -87,6 +87,21 @@ async def eventually_async(
     return time.monotonic() - start
 
 
+async def refuses(port: int) -> bool:
+    """Whether a connect to ``port`` is refused now: for :func:`eventually_async`.
+
+    A port is closed a reactor turn after ``stopListening``; a client that lands in its accept
+    queue meanwhile is reset by the kernel, not refused, so only a refusal shows it closed.
+    """
+    try:
+        await exchange(port)
+    except ConnectionRefusedError:
+        return True
+    except ConnectionResetError:
+        return False
+    return False
+
+
 class HeldConnection(protocol.Protocol):
     """A proxied connection a test keeps open across changes, to show it survives them."""
 

@@ -24,9 +24,9 @@ from tests.integration.etcd import EtcdProcess
 from tests.integration.support import (
     HeldConnection,
     eventually_async,
-    exchange,
     free_port,
     greeting,
+    refuses,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -168,18 +168,7 @@ class TwistdTests(TestCase):
 
         os.kill(self.transport.pid, signal.SIGTERM)
 
-        async def refused() -> bool:
-            # A client still in the accept queue when the port closes is reset by the kernel;
-            # only a refused connect shows that the port is closed.
-            try:
-                await exchange(self.port)
-            except ConnectionRefusedError:
-                return True
-            except ConnectionResetError:
-                return False
-            return False
-
-        await eventually_async(refused)
+        await eventually_async(lambda: refuses(self.port))
         self.assertFalse(self.process.ended.called, "exited before the open connection ended")
         self.assertEqual(await held.echo(b"still here\n"), b"still here\n")
         await held.close()
