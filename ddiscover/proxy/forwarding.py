@@ -330,11 +330,6 @@ class Session:
         self._connector: IConnector | None = None
         self._idle: IDelayedCall | None = None
 
-    @property
-    def service(self) -> str:
-        """The name of the service this session was accepted for."""
-        return self._proxy.name
-
     def start(self) -> None:
         """Count the session and connect to the first backend, or close if there is none."""
         proxy = self._proxy

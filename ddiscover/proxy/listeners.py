@@ -16,13 +16,10 @@ Rules it keeps:
 * **maxconn is global.**  When the proxied connections of all services reach
   ``config.maxconn``, every port stops accepting (``pauseProducing``: the kernel's accept queue
   of ``config.backlog`` holds new clients, nothing is refused or reset) and accepting resumes
-  as soon as one closes.  ``tcp.Port`` accepts in batches (``numberAccepts``: 100 per reactor
-  wake-up at first, growing by 20 after each full batch) sized when the batch starts, so
+  as soon as one closes.  ``tcp.Port`` accepts in batches sized when the batch starts, so
   pausing alone would let a batch in progress overshoot the cap (1,280 connections were
-  measured with maxconn 1,000).  Near the cap, every port's batch is therefore kept no larger
-  than the room left, again on the next reactor turn because ``tcp.Port`` resizes its batch
-  when one ends; far from the cap this costs one comparison per accept.  Ports without
-  ``numberAccepts`` (test fakes) are only paused.
+  measured with maxconn 1,000); the ports opened here (``fastpath.ProxyPort``) therefore cut
+  each batch to the room left when it starts.  Ports of fake reactors are only paused.
 * **Stopping drains.**  ``stopService`` stops listening on every port at once, lets open
   connections finish for up to ``config.drain_timeout`` seconds, then aborts the rest, and
   fires once every connection is closed.
@@ -108,9 +105,6 @@ class Listeners(Service):
         self._full_logged = False
         self._drained: Deferred[None] | None = None
         self._deadline: IDelayedCall | None = None
-        self._reclamp: IDelayedCall | None = None
-        # No port's next accept batch is larger than this (see _shrink_batches).
-        self._largest_batch = 0
         # Chosen once here, so without --access-log no connection pays for it.
         self._session = LoggedSession if config.access_log else Session
 
@@ -169,9 +163,6 @@ class Listeners(Service):
     def stopService(self) -> Deferred[None]:
         """Stop listening everywhere, drain for up to ``drain_timeout``, then abort the rest."""
         super().stopService()
-        if self._reclamp is not None:
-            self._reclamp.cancel()
-            self._reclamp = None
         for _, listener in sorted(self._listeners.items()):
             self._close(listener)
         waits = list(self._closing.values())
@@ -187,45 +178,14 @@ class Listeners(Service):
         return gatherResults(waits).addCallback(lambda _: None)
 
     def session_opened(self, session: Session) -> None:
-        """Count a new connection; near maxconn, shrink accept batches; at it, stop accepting."""
+        """Count a new connection; at maxconn, stop accepting."""
         self._sessions.add(session)
-        room = self._config.maxconn - len(self._sessions)
-        if room <= 0:
-            if not self._full:
-                self._set_full(True)
-            return
-        listener = self._listeners.get(session.service)
-        if listener is not None:
-            # The accepting port may grow its batch when this one ends.
-            grown = _batch(listener.listening) + _BATCH_GROWTH
-            self._largest_batch = max(self._largest_batch, grown)
-        if room < self._largest_batch:
-            self._limit_batches()
+        if not self._full and len(self._sessions) >= self._config.maxconn:
+            self._set_full(True)
 
-    def _limit_batches(self) -> None:
-        """Keep every port's next accept batch within the room left under maxconn.
-
-        Done again once on the next reactor turn: the port accepting right now resets its
-        batch size when its batch ends, after this call.
-        """
-        self._shrink_batches()
-        if self._reclamp is None and self.running:
-            self._reclamp = self._reactor.callLater(0, self._after_batch)
-
-    def _after_batch(self) -> None:
-        self._reclamp = None
-        self._shrink_batches()
-
-    def _shrink_batches(self) -> None:
-        room = self._config.maxconn - len(self._sessions)
-        largest = 0
-        for listener in self._listeners.values():
-            port = listener.listening
-            batch = _batch(port)
-            if 0 < room < batch:
-                port.numberAccepts = batch = room  # type: ignore[union-attr]
-            largest = max(largest, batch)
-        self._largest_batch = largest + _BATCH_GROWTH
+    def _room(self) -> int:
+        """How many more connections maxconn allows now."""
+        return self._config.maxconn - len(self._sessions)
 
     def session_closed(self, session: Session) -> None:
         """Count a closed connection; resume accepting below maxconn; finish a drain."""
@@ -258,7 +218,7 @@ class Listeners(Service):
         name, interface, number = listener.proxy.name, self._config.interface, listener.port
         try:
             port = fastpath.listen(
-                self._reactor, number, listener.proxy, self._config.backlog, interface
+                self._reactor, number, listener.proxy, self._config.backlog, interface, self._room
             )
         except (CannotListenError, OSError) as error:
             # tcp.Port wraps bind() errors in CannotListenError but lets listen() errors out raw.
@@ -278,7 +238,6 @@ class Listeners(Service):
             listener.retry = self._reactor.callLater(self._retry_interval, self._open, listener)
             return
         listener.listening = port
-        self._largest_batch = max(self._largest_batch, _batch(port) + _BATCH_GROWTH)
         listener.state = OPEN
         if self._full:
             _pause(port, True)
@@ -340,10 +299,8 @@ class Listeners(Service):
             )
 
     def _set_full(self, full: bool) -> None:
-        """Pause or resume accepting on every open port (resuming with batches that fit)."""
+        """Pause or resume accepting on every open port."""
         self._full = full
-        if not full:
-            self._shrink_batches()
         for listener in self._listeners.values():
             if listener.listening is not None:
                 _pause(listener.listening, full)
@@ -375,12 +332,3 @@ def _pause(port: IListeningPort, paused: bool) -> None:
             producer.pauseProducing()
         else:
             producer.resumeProducing()
-
-
-#: How much ``tcp.Port`` grows its accept batch after a full one.
-_BATCH_GROWTH = 20
-
-
-def _batch(port: IListeningPort | None) -> int:
-    """How many connections ``port`` accepts per wake-up (0 if it does not say)."""
-    return getattr(port, "numberAccepts", 0)

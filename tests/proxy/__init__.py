@@ -169,8 +169,6 @@ class FakePort:
         self.interface = interface
         self.bound = True
         self.reading = True
-        # tcp.Port's accept batch: 100 per wake-up to begin with.
-        self.numberAccepts = 100
 
     def startListening(self) -> None:
         """Nothing to do: bound at creation."""

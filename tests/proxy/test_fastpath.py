@@ -19,7 +19,7 @@ from typing import Any, cast
 
 from twisted.internet import error, tcp
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IAddress, IConnector
 from twisted.internet.protocol import ClientFactory, Protocol, ServerFactory, connectionDone
 from twisted.internet.testing import MemoryReactorClock
@@ -327,7 +327,7 @@ class TransportTests(TestCase):
 
 
 class ListenTests(TestCase):
-    """Accepted clients are created paused."""
+    """Accepted clients are created paused, in batches that fit under maxconn."""
 
     timeout = 10
 
@@ -338,7 +338,7 @@ class ListenTests(TestCase):
 
     def test_fake_reactor_uses_listen_tcp(self) -> None:
         fake = MemoryReactorClock()
-        fastpath.listen(fake, 8080, Accepting(), 4096, "127.0.0.1")
+        fastpath.listen(fake, 8080, Accepting(), 4096, "127.0.0.1", lambda: 1)
         [(port, _, backlog, interface)] = fake.tcpServers
         self.assertEqual((port, backlog, interface), (8080, 4096, "127.0.0.1"))
 
@@ -346,7 +346,7 @@ class ListenTests(TestCase):
         """A client accepted on a ProxyPort is a ClientTransport that is not read (its bytes
         wait in the kernel) until resumeProducing, and then arrive whole."""
         server = Accepting()
-        port = fastpath.listen(self.reactor, 0, server, 50, "127.0.0.1")
+        port = fastpath.listen(self.reactor, 0, server, 50, "127.0.0.1", lambda: 1)
         self.addCleanup(port.stopListening)
         self.assertIsInstance(port, ProxyPort)
         client = socket.create_connection(("127.0.0.1", cast(IPv4Address, port.getHost()).port))
@@ -363,6 +363,31 @@ class ListenTests(TestCase):
         self.assertEqual(bytes(accepted.received), b"early bytes")
         transport.loseConnection()
         await accepted.lost
+
+    async def test_batches_fit_the_room_left(self) -> None:
+        """A wake-up accepts at most room() clients, even once tcp.Port has grown its batch,
+        and none without room; the others wait in the kernel's accept queue."""
+        server = Accepting()
+        room = 2
+        port = fastpath.listen(self.reactor, 0, server, 50, "127.0.0.1", lambda: room)
+        self.addCleanup(port.stopListening)
+        assert isinstance(port, ProxyPort)
+        port.stopReading()  # the test wakes it up
+        for _ in range(5):
+            client = socket.create_connection(("127.0.0.1", port.getHost().port))
+            self.addCleanup(client.close)
+        port.numberAccepts = 120  # as tcp.Port grows it after full batches
+        port.doRead()
+        self.assertEqual(len(server.accepted), 2)
+        room = 0
+        port.doRead()
+        self.assertEqual(len(server.accepted), 2)
+        room = 100
+        port.doRead()
+        self.assertEqual(len(server.accepted), 5)
+        for accepted in server.accepted:
+            accepted.transport.loseConnection()  # type: ignore[union-attr]
+        await gatherResults([accepted.lost for accepted in server.accepted])
 
 
 class OtherReactorsTests(SynchronousTestCase):

@@ -303,7 +303,7 @@ class LoopbackTests(TestCase):
         """A ServiceProxy for ``backends`` listening on a fresh port."""
         proxy = ServiceProxy("svc", self.reactor, make_config(**config), self.health, self.tracker)
         proxy.update(frozenset(backends))
-        port = fastpath.listen(self.reactor, 0, proxy, 50, "127.0.0.1")
+        port = fastpath.listen(self.reactor, 0, proxy, 50, "127.0.0.1", lambda: 1000)
         self.addCleanup(port.stopListening)
         return proxy, number(port)
 

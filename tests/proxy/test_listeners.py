@@ -251,37 +251,6 @@ class MaxconnTests(SynchronousTestCase):
         self.assertEqual(harness.listening(), {80: True, 81: True, 82: True})
         self.assertEqual({f.state for f in harness.listeners.frontends().values()}, {OPEN})
 
-    def test_accept_batches_never_exceed_the_room_left(self) -> None:
-        """Near maxconn every port's next accept batch fits in the room left, even after
-        tcp.Port grows it when a batch ends, and when accepting resumes."""
-        harness = Harness(maxconn=130)
-        harness.listeners.startService()
-        harness.listeners.reconcile(
-            catalog(("web", 80, frozenset({A})), ("api", 81, frozenset({B})))
-        )
-        ports = harness.reactor.ports
-
-        def batches() -> dict[int, int]:
-            return {n: p.numberAccepts for n, p in ports.items()}
-
-        for _ in range(20):
-            harness.accept(80)
-        self.assertEqual(batches(), {80: 100, 81: 100})
-        for _ in range(15):
-            harness.accept(80)
-        self.assertEqual(batches(), {80: 95, 81: 95})
-        ports[80].numberAccepts = 115  # what tcp.Port does after a full batch
-        harness.reactor.advance(0)
-        self.assertEqual(batches(), {80: 95, 81: 95})
-        clients = [harness.accept(81)[1] for _ in range(95)]
-        self.assertEqual(harness.listeners.active, 130)
-        self.assertEqual(harness.listening(), {80: False, 81: False})
-        ports[81].numberAccepts = 50
-        clients[0].abortConnection()
-        harness.reactor.advance(0)
-        self.assertEqual(harness.listening(), {80: True, 81: True})
-        self.assertEqual(batches(), {80: 1, 81: 1})
-
 
 class DrainTests(SynchronousTestCase):
     """stopService stops listening, drains, and aborts at the deadline."""
