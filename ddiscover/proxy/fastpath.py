@@ -156,7 +156,6 @@ class ClientTransport(FastConnection, tcp.Server):
         self.server = server
         self.client = client
         self.sessionno = sessionno
-        self.hostname = client[0]
         self.connected = 1
 
     def __repr__(self) -> str:
@@ -217,13 +216,15 @@ class BackendTransport(FastConnection):
 
 
 @lru_cache(maxsize=4096)
-def _family(host: str) -> socket.AddressFamily | None:
-    """The address family of an IP literal, or None for a hostname (left to ``connectTCP``)."""
+def _destination(host: str, port: int) -> address.IPv4Address | address.IPv6Address | None:
+    """The address to connect to if ``host`` is an IP literal, else None (a hostname, left to
+    ``connectTCP``, which resolves it).  Cached: backends are few and reconnected to often."""
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
         return None
-    return socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    kind = address.IPv6Address if ip.version == 6 else address.IPv4Address
+    return kind("TCP", host, port)
 
 
 @implementer(IConnector, IWriteDescriptor)
@@ -262,10 +263,10 @@ class LeanConnect:
 
     def connect(self) -> None:
         """Start connecting (again, after a failure)."""
-        family = _family(self._destination.host)
-        assert family is not None, "LeanConnect is only made for IP literals"
+        destination = self._destination
+        ipv6 = isinstance(destination, address.IPv6Address)
         try:
-            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock = socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET, socket.SOCK_STREAM)
         except OSError as e:
             self._timer = self._reactor.callLater(
                 0, self._report, error.ConnectBindError(e.errno, e.strerror)
@@ -273,11 +274,11 @@ class LeanConnect:
             return
         sock.setblocking(False)
         self._sock, self._fd = sock, sock.fileno()
-        code = sock.connect_ex((self._destination.host, self._destination.port))
+        code = sock.connect_ex((destination.host, destination.port))
         if code not in _IN_PROGRESS:
             self._timer = self._reactor.callLater(0, self._fail, self._connect_error(code))
             return
-        self._timer = self._reactor.callLater(self._timeout, self._fail, error.TimeoutError())
+        self._timer = self._reactor.callLater(self._timeout, self._timed_out)
         self._reactor.addWriter(self)
 
     def doWrite(self) -> None:
@@ -319,6 +320,9 @@ class LeanConnect:
 
     def getDestination(self) -> address.IPv4Address | address.IPv6Address:
         return self._destination
+
+    def _timed_out(self) -> None:
+        self._fail(error.TimeoutError())
 
     def _connect_error(self, code: int) -> error.ConnectError:
         return error.getConnectError((code, strerror(code)))
@@ -367,12 +371,9 @@ def connect(
 ) -> IConnector:
     """Connect like ``connectTCP``, with :class:`LeanConnect` to IP literals on a POSIX reactor."""
     posix = _posix(reactor)
-    family = _family(host) if posix is not None else None
-    if posix is None or family is None:
+    destination = _destination(host, port) if posix is not None else None
+    if posix is None or destination is None:
         return reactor.connectTCP(host, port, factory, timeout=timeout)
-    destination = (address.IPv6Address if family == socket.AF_INET6 else address.IPv4Address)(
-        "TCP", host, port
-    )
     connector = LeanConnect(posix, destination, factory, timeout)
     connector.connect()
     return connector
