@@ -6,7 +6,6 @@ the endpoint factory for health checks), so tests build the same tree on fakes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import cast
 
 from twisted.application import strports
@@ -25,19 +24,16 @@ from twisted.web.server import Site
 from ddiscover._log import make_logger
 from ddiscover.catalog import Address, Catalog, diff
 from ddiscover.config import Config
-from ddiscover.health.checker import HealthChecker
+from ddiscover.health.checker import EndpointFactory, HealthChecker
 from ddiscover.proxy.forwarding import ProxyReactor
 from ddiscover.proxy.listeners import Listeners
 from ddiscover.registry.api import registry_client
 from ddiscover.registry.client import HTTPClientLike, build_http_client
 from ddiscover.registry.watcher import RegistryWatcher
 from ddiscover.stats.state import StatsSources
-from ddiscover.stats.web import stats_root
+from ddiscover.stats.web import StatsRoot
 
 log = make_logger()
-
-
-EndpointFactory = Callable[[Address, float], IStreamClientEndpoint]
 
 
 class Discovery:
@@ -166,7 +162,7 @@ def build_service(
             listeners=listeners,
             started=started,
         )
-        site = Site(stats_root(sources))
+        site = Site(StatsRoot(sources))
         stats = strports.service(description, site, reactor=cast(IReactorCore, reactor))
         stats.setName("stats")
         stats.setServiceParent(root)

@@ -71,10 +71,6 @@ class Catalog:
     services: Mapping[str, Service] = attrs.field(factory=dict, converter=_services)
     rejections: frozenset[Rejection] = frozenset()
 
-    def by_port(self) -> dict[int, Service]:
-        """Services keyed by listen port (ports are unique within a catalog)."""
-        return {s.port: s for s in self.services.values()}
-
     def addresses(self) -> frozenset[Address]:
         """Every backend address of every service, each once."""
         return frozenset(a for s in self.services.values() for a in s.addresses())
@@ -89,15 +85,6 @@ class CatalogChange:
     port_changed: frozenset[str]
     backends_added: Mapping[str, frozenset[Backend]]
     backends_removed: Mapping[str, frozenset[Backend]]
-
-    def __bool__(self) -> bool:
-        return bool(
-            self.added
-            or self.removed
-            or self.port_changed
-            or self.backends_added
-            or self.backends_removed
-        )
 
 
 def diff(old: Catalog, new: Catalog) -> CatalogChange:

@@ -185,8 +185,3 @@ class StatsRoot(Resource):
         return hmac.compare_digest(request.getUser(), user) & hmac.compare_digest(
             request.getPassword(), password
         )
-
-
-def stats_root(sources: StatsSources) -> Resource:
-    """The resource tree served on the stats port."""
-    return StatsRoot(sources)

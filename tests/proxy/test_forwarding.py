@@ -19,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from ddiscover.catalog import Backend
 from ddiscover.health.result import CheckStatus
-from ddiscover.proxy.forwarding import BackendSide, ClientSide, ServiceProxy, Session
+from ddiscover.proxy.forwarding import BackendSide, ClientSide, ServiceProxy
 from tests.proxy import FakeHealth, FakeTCPTransport, RecordingTracker, backend, make_config
 
 A, B, C = backend("a", 8001), backend("b", 8002), backend("c", 8003)
@@ -423,9 +423,3 @@ class UpdateTests(SynchronousTestCase):
         self.assertEqual(counters_a.bout, 3)
         harness.proxy.update(frozenset({A, B, C}))
         self.assertIsNot(harness.proxy.servers[A], counters_a)
-
-    def test_session_is_exported(self) -> None:
-        """The tracker receives Session objects that can be aborted."""
-        harness = Harness([A])
-        harness.accept()
-        self.assertIsInstance(harness.tracker.open[0], Session)
