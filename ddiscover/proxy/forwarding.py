@@ -285,15 +285,17 @@ class BackendSide(_Side):
 
 
 class _Attempt(protocol.ClientFactory):
-    """One connect attempt of a session to one backend; hands over the session's backend side."""
+    """One connect attempt of a session (to its ``server``); hands over the backend side.
+
+    ``connector`` is what ``fastpath.connect`` returned for it, to cancel it.
+    """
 
     # Factory logs "Starting factory" on every connect otherwise.
     noisy = False
+    connector: IConnector
 
-    def __init__(self, session: Session, backend: Backend, counters: Counters, started: float):
+    def __init__(self, session: Session, started: float):
         self.session = session
-        self.backend = backend
-        self.counters = counters
         self.started = started
 
     def buildProtocol(self, addr: IAddress | None) -> BackendSide:
@@ -321,14 +323,17 @@ class Session:
         self._proxy = proxy
         self.client = self.client_side(self)
         self.backend = self.backend_side(self)
-        self.attempts = 0
         self.server: Backend | None = None
         self._server_counters: Counters | None = None
         # A tuple: almost always one address, and an empty set alone is 216 bytes per session.
         self._tried: tuple[Address, ...] = ()
         self._attempt: _Attempt | None = None
-        self._connector: IConnector | None = None
         self._idle: IDelayedCall | None = None
+
+    @property
+    def attempts(self) -> int:
+        """Connect attempts made so far (each one is in ``_tried``)."""
+        return len(self._tried)
 
     def start(self) -> None:
         """Count the session and connect to the first backend, or close if there is none."""
@@ -359,13 +364,11 @@ class Session:
         counters.session_opened(started)
         self.server, self._server_counters = backend, counters
         self._tried += (backend.address,)
-        self.attempts += 1
-        attempt = _Attempt(self, backend, counters, started)
-        self._attempt = attempt
+        attempt = self._attempt = _Attempt(self, started)
         address = backend.address
         # Not an endpoint: this runs for every proxied connection, and an endpoint would add a
         # Deferred chain, a wrapping factory and a wrapping protocol.
-        self._connector = fastpath.connect(
+        attempt.connector = fastpath.connect(
             proxy.reactor, address.host, address.port, attempt, proxy.connect_timeout
         )
 
@@ -373,11 +376,12 @@ class Session:
         """Report the failed attempt and redispatch, or abort the client after the last one."""
         if attempt is not self._attempt:
             return  # cancelled by _cancel_connect: the client is gone
-        self._attempt = self._connector = None
+        backend, server = self.server, self._server_counters
+        assert backend is not None and server is not None, "an attempt without a backend"
+        self._attempt = None
         # ``server`` stays: the backend last tried, for the access log.
         self._server_counters = None
         proxy = self._proxy
-        backend, server = attempt.backend, attempt.counters
         server.session_closed()
         result = classify_failure(reason, proxy.reactor.seconds() - attempt.started)
         if result.counts:
@@ -414,7 +418,7 @@ class Session:
 
     def backend_connected(self) -> None:
         """Wire the two transports together and start reading the client."""
-        self._attempt = self._connector = None
+        self._attempt = None
         proxy = self._proxy
         proxy.connected()
         server = self._server_counters
@@ -467,10 +471,10 @@ class Session:
             self._finish()
 
     def _cancel_connect(self) -> None:
-        connector, self._connector, self._attempt = self._connector, None, None
-        if connector is not None:
+        attempt, self._attempt = self._attempt, None
+        if attempt is not None:
             self.termination = "CC"
-            connector.stopConnecting()
+            attempt.connector.stopConnecting()
 
     def _finish(self) -> None:
         if self._idle is not None:
