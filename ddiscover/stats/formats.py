@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from ddiscover.stats.rows import BACKEND, EXTRA_FIELDS, FRONTEND, HAPROXY_FIELDS, SERVER, Row
+from ddiscover.stats.rows import EXTRA_FIELDS, HAPROXY_FIELDS, KIND_NAMES, Row
 
 #: Every CSV column, in order.
 FIELDS = (*HAPROXY_FIELDS, "-", *EXTRA_FIELDS)
@@ -79,8 +79,6 @@ _TAGS: dict[str, tuple[str, str, str]] = {
     "ddiscover_reason": _OUTPUT,
 }
 
-_OBJECT_TYPES = {FRONTEND: "Frontend", BACKEND: "Backend", SERVER: "Server"}
-
 
 def _cell(value: int | str | None) -> str:
     """One CSV field: empty for ``None``; quoted (quotes doubled) only when it has to be."""
@@ -111,7 +109,7 @@ def to_json(rows: Iterable[Row]) -> bytes:
             origin, nature, kind = _TAGS[name]
             fields.append(
                 {
-                    "objType": _OBJECT_TYPES[row.type],
+                    "objType": KIND_NAMES[row.type],
                     "proxyId": row.iid,
                     "id": row.sid,
                     "field": {"pos": position, "name": name},

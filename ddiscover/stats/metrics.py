@@ -27,7 +27,7 @@ from twisted.web.server import Request
 
 from ddiscover.health.result import CheckStatus
 from ddiscover.registry.watcher import WatchState
-from ddiscover.stats.rows import BACKEND, FRONTEND, SERVER, Row, build_rows
+from ddiscover.stats.rows import BACKEND, FRONTEND, KIND_NAMES, SERVER, Row, build_rows
 from ddiscover.stats.state import StatsState
 
 GAUGE, COUNTER = "gauge", "counter"
@@ -79,7 +79,6 @@ _SPECS: dict[int, tuple[_Spec, ...]] = {
         ("registry_seen_seconds", "ddiscover_seen", GAUGE, 1, "Seconds since the key was read."),
     ),
 }
-_KINDS = {FRONTEND: "frontend", BACKEND: "backend", SERVER: "server"}
 
 _FRONTEND_STATES = ("OPEN", "FULL", "STOP")
 _BACKEND_STATES = ("UP", "DOWN")
@@ -101,7 +100,7 @@ def _state_word(row: Row) -> str:
 
 def _proxy_families(rows: Sequence[Row]) -> Iterator[Metric]:
     for kind, specs in _SPECS.items():
-        prefix = f"ddiscover_{_KINDS[kind]}_"
+        prefix = f"ddiscover_{KIND_NAMES[kind].lower()}_"
         label_names = ["proxy"] if kind != SERVER else ["proxy", "server"]
         typed = [row for row in rows if row.type == kind]
         for suffix, field, metric_type, scale, help_text in specs:

@@ -16,7 +16,7 @@ import attrs
 from twisted.web.iweb import IRequest
 from twisted.web.template import Element, Tag, XMLString, renderer, tags
 
-from ddiscover.stats.rows import BACKEND, FRONTEND, SERVER, Row
+from ddiscover.stats.rows import FRONTEND, KIND_NAMES, SERVER, Row
 from ddiscover.stats.state import ServiceState, StatsState
 
 _PACKAGE = files("ddiscover.stats")
@@ -308,8 +308,7 @@ def _line(label: str, *value: str | Tag) -> Tag:
 
 def _cells(row: Row) -> list[Tag]:
     """The cells of one row, in the order of ``_GROUPS``."""
-    names = {FRONTEND: "Frontend", BACKEND: "Backend"}
-    name = tags.td(names.get(row.type, row.svname), class_="name")
+    name = tags.td(row.svname if row.type == SERVER else KIND_NAMES[row.type], class_="name")
     if row.type == SERVER and row.addr:
         name(title=row.addr)
     total = tags.td(_number(row.stot))

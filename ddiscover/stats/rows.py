@@ -55,6 +55,8 @@ EXTRA_FIELDS = (
 )
 
 FRONTEND, BACKEND, SERVER = 0, 1, 2
+#: Each kind of row by name, as haproxy's JSON ``objType`` spells it.
+KIND_NAMES = {FRONTEND: "Frontend", BACKEND: "Backend", SERVER: "Server"}
 
 Value = int | str | None
 
