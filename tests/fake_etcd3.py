@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import json
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 import attrs
@@ -76,6 +76,11 @@ class _Event:
         return event
 
 
+def _in_range(key: str, start: str, end: str) -> bool:
+    """Whether ``key`` is in ``[start, end)``, or is ``start`` when there is no ``end``."""
+    return start <= key < end if end else key == start
+
+
 @attrs.define
 class _Watch:
     request: Request
@@ -84,7 +89,7 @@ class _Watch:
     next_revision: int
 
     def covers(self, key: str) -> bool:
-        return self.start <= key < self.end if self.end else key == self.start
+        return _in_range(key, self.start, self.end)
 
 
 class FakeEtcdV3Resource(Resource):
@@ -140,12 +145,7 @@ class FakeEtcdV3Resource(Resource):
 
     def delete(self, key: str, end: str = "") -> int:
         """Delete ``key``, or every key in ``[key, end)``, at one revision; the revision."""
-        gone = sorted(k for k in self._kvs if (key <= k < end if end else k == key))
-        if not gone:
-            return self.revision
-        self.revision += 1
-        self._record([_Event(k, None, self.revision, self._kvs.pop(k)) for k in gone])
-        return self.revision
+        return self._remove(k for k in self._kvs if _in_range(k, key, end))
 
     def grant(self, ttl: int) -> int:
         """A new lease of ``ttl`` seconds; its ID."""
@@ -156,7 +156,11 @@ class FakeEtcdV3Resource(Resource):
     def expire(self, lease: int) -> int:
         """Let a lease run out: its keys go in one revision."""
         del self._leases[lease]
-        gone = sorted(k for k, kv in self._kvs.items() if kv.lease == lease)
+        return self._remove(k for k, kv in self._kvs.items() if kv.lease == lease)
+
+    def _remove(self, keys: Iterable[str]) -> int:
+        """Delete ``keys`` at one revision (none: no new revision); the revision."""
+        gone = sorted(keys)
         if not gone:
             return self.revision
         self.revision += 1
@@ -312,7 +316,7 @@ class FakeEtcdV3Resource(Resource):
 
     def _range(self, request: Request, body: dict[str, Any]) -> dict[str, Any]:
         start, end = _text(body.get("key")), _text(body.get("range_end"))
-        found = sorted(k for k in self._kvs if (start <= k < end if end else k == start))
+        found = sorted(k for k in self._kvs if _in_range(k, start, end))
         reply: dict[str, Any] = {"header": self._header()}
         if found:
             reply["kvs"] = [self._kvs[k].json(k) for k in found]

@@ -25,13 +25,12 @@ from twisted.internet.endpoints import connectProtocol
 from twisted.internet.error import ConnectError, ConnectingCancelledError
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Protocol as TwistedProtocol
-from twisted.internet.protocol import connectionDone
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
 from ddiscover._log import make_logger
 from ddiscover.catalog import Address
-from ddiscover.registry.api import detect_api
+from ddiscover.registry.api import choose_api
 from ddiscover.registry.client import EtcdHTTP, RegistryError, b64
 
 log = make_logger()
@@ -170,7 +169,7 @@ class V3Keeper:
         try:
             await self._etcd.v3("lease/revoke", {"ID": str(lease)})
         except RegistryError as e:
-            if f"code {_LEASE_NOT_FOUND}:" not in e.problem:
+            if e.code != _LEASE_NOT_FOUND:
                 raise
 
 
@@ -180,9 +179,6 @@ class _Probe(TwistedProtocol):
     def connectionMade(self) -> None:
         assert self.transport is not None
         self.transport.loseConnection()
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        pass
 
 
 class Registrar(Service):
@@ -260,12 +256,7 @@ class Registrar(Service):
         if self._keeper is None:
             api = self._api
             if api == "auto":
-                api = await detect_api(self._etcd)
-                log.info(
-                    "etcd {endpoint} serves the {api} API; using it",
-                    endpoint=self._etcd.endpoint.to_text(),
-                    api=api,
-                )
+                api = await choose_api(self._etcd)
             keeper = V2Keeper if api == "v2" else V3Keeper
             self._keeper = keeper(self._etcd, self._registration)
         return self._keeper

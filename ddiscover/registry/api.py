@@ -22,7 +22,6 @@ from ddiscover.registry.client import (
     RegistryClient,
     RegistryUnavailable,
     Snapshot,
-    basic_auth,
     decode_object,
 )
 from ddiscover.registry.etcd2 import EtcdV2Client
@@ -47,6 +46,17 @@ async def detect_api(etcd: EtcdHTTP) -> str:
     return "v2"
 
 
+async def choose_api(etcd: EtcdHTTP) -> str:
+    """:func:`detect_api`, and log the answer: what ``--etcd-api auto`` does, once."""
+    api = await detect_api(etcd)
+    log.info(
+        "etcd {endpoint} serves the {api} API; using it",
+        endpoint=etcd.endpoint.to_text(),
+        api=api,
+    )
+    return api
+
+
 class DetectingClient:
     """A :class:`RegistryClient` that asks the server which API it speaks, then uses it."""
 
@@ -68,13 +78,7 @@ class DetectingClient:
     async def snapshot(self) -> Snapshot:
         """Detect the API on the first call, then list with the chosen client."""
         if self._chosen is None:
-            api = await detect_api(self._etcd)
-            self._chosen = self._clients[api]
-            log.info(
-                "etcd {endpoint} serves the {api} API; using it",
-                endpoint=self._etcd.endpoint.to_text(),
-                api=api,
-            )
+            self._chosen = self._clients[await choose_api(self._etcd)]
         return await self._chosen.snapshot()
 
     async def watch(self, index: int, on_changes: ChangeHandler) -> None:
@@ -95,20 +99,15 @@ def registry_client(
     watch_timeout: float,
     credentials: Credentials | None = None,
 ) -> RegistryClient:
-    """The client for ``api`` (``"auto"``, ``"v2"`` or ``"v3"``), built on ``http``."""
+    """The client for ``api`` (``"auto"``, ``"v2"`` or ``"v3"``), built on ``http``.
+
+    Detection and both clients share one :class:`EtcdHTTP`, so they share its failover too.
+    """
     etcd = EtcdHTTP(
         http, clock, endpoints, request_timeout=request_timeout, credentials=credentials
     )
     v3 = EtcdV3Client(etcd, prefix, watch_timeout)
-    v2 = EtcdV2Client(
-        http,
-        clock,
-        endpoints,
-        prefix,
-        request_timeout=request_timeout,
-        watch_timeout=watch_timeout,
-        headers=basic_auth(credentials),
-    )
+    v2 = EtcdV2Client(etcd, prefix, watch_timeout)
     if api == "auto":
         return DetectingClient(etcd, v2, v3)
     return v2 if api == "v2" else v3

@@ -3,8 +3,8 @@
 Both :class:`~ddiscover.registry.etcd2.EtcdV2Client` and
 :class:`~ddiscover.registry.etcd3.EtcdV3Client` satisfy :class:`RegistryClient`, so the watch
 loop (:mod:`ddiscover.registry.watcher`) keeps one catalog, one diff, one backoff and one "keep
-the last known catalog" rule for both APIs.  :class:`EtcdHTTP` is the request layer the v3
-client and the registrar share: failover between endpoints, bounded bodies, basic auth for v2
+the last known catalog" rule for both APIs.  :class:`EtcdHTTP` is the request layer both
+clients and the registrar share: failover between endpoints, bounded bodies, basic auth for v2
 and token auth for v3.  :func:`build_http_client` makes the production treq client, with TLS
 client certificates when the endpoints are ``https://``.
 
@@ -57,7 +57,8 @@ from ddiscover.registry.layout import Entry
 
 log = make_logger()
 
-_DELETE_ACTIONS = frozenset({"delete", "expire", "compareAndDelete"})
+DELETE_ACTIONS = frozenset({"delete", "expire", "compareAndDelete"})
+"""The v2 actions that take a key away."""
 _INVALID_AUTH_TOKEN = 16
 
 # What the network, not our code, can make a request fail with.
@@ -89,12 +90,16 @@ class HTTPClientLike(Protocol):
 
 
 class RegistryError(Exception):
-    """etcd could not be read; ``str()`` is one line naming the endpoint and the problem."""
+    """etcd could not be read; ``str()`` is one line naming the endpoint and the problem.
 
-    def __init__(self, endpoint: URL, problem: str) -> None:
+    ``code`` is etcd's error code when its reply had one (v2 ``errorCode``, v3 gRPC ``code``).
+    """
+
+    def __init__(self, endpoint: URL, problem: str, code: int | None = None) -> None:
         super().__init__(endpoint, problem)
         self.endpoint = endpoint
         self.problem = problem
+        self.code = code
 
     def __str__(self) -> str:
         return f"etcd {self.endpoint.to_text()}: {self.problem}"
@@ -132,7 +137,7 @@ class Change:
     @property
     def removes(self) -> bool:
         """Whether the change took ``key`` away (delete, expire or compareAndDelete)."""
-        return self.action in _DELETE_ACTIONS
+        return self.action in DELETE_ACTIONS
 
 
 ChangeHandler = Callable[[Sequence[Change], int], None]
@@ -431,7 +436,7 @@ def build_http_client(
     return HTTPClient(agent), pool
 
 
-# -- the request layer shared by the v3 client and the registrar ---------------------------
+# -- the request layer shared by the clients and the registrar -----------------------------
 
 
 def b64(text: str) -> str:
@@ -493,12 +498,14 @@ class EtcdHTTP:
         """The endpoint the next request goes to: the last one that worked, or the next to try."""
         return self._endpoints[self._current]
 
-    def unavailable(self, endpoint: URL, problem: str) -> RegistryUnavailable:
+    def unavailable(
+        self, endpoint: URL, problem: str, code: int | None = None
+    ) -> RegistryUnavailable:
         """Note that ``endpoint`` failed, so the next request tries the next one."""
         if self.endpoint == endpoint:
             self._current = (self._current + 1) % len(self._endpoints)
             self._token = None
-        return RegistryUnavailable(endpoint, problem)
+        return RegistryUnavailable(endpoint, problem, code)
 
     async def send(
         self,
@@ -536,14 +543,26 @@ class EtcdHTTP:
 
     async def body(self, endpoint: URL, response: IResponse) -> bytes:
         """Read a whole body within the request timeout, aborting the connection otherwise."""
+        body = await self.body_within(endpoint, response, self.request_timeout)
+        if body is None:
+            raise self.unavailable(
+                endpoint, f"response not received within {self.request_timeout:g}s"
+            )
+        return body
+
+    async def body_within(
+        self, endpoint: URL, response: IResponse, timeout: float
+    ) -> bytes | None:
+        """Read a whole body; ``None``, with the connection aborted, if it takes over ``timeout``.
+
+        A body over ``max_body`` bytes, or cut off, is :class:`RegistryUnavailable`.
+        """
         reader = BodyReader(self.max_body)
         response.deliverBody(reader)
         try:
-            return await reader.done.addTimeout(self.request_timeout, self.clock)
+            return await reader.done.addTimeout(timeout, self.clock)
         except DeferredTimeoutError:
-            raise self.unavailable(
-                endpoint, f"response not received within {self.request_timeout:g}s"
-            ) from None
+            return None
         except BodyTooLargeError:
             raise self.unavailable(
                 endpoint, f"response body is over {self.max_body} bytes"
@@ -602,22 +621,31 @@ class EtcdHTTP:
         return token
 
     def v3_failure(self, endpoint: URL, status: int, body: bytes, doing: str) -> RegistryError:
-        """The error for a v3 reply that is not a success."""
+        """The error for a v3 reply that is not a success.
+
+        An invalid token (code 16: it expired) is forgotten, so the next request fetches one.
+        """
         code, text = v3_error(body)
         problem = f"{doing}: HTTP {status}" + (f" code {code}" if code is not None else "")
         if text:
             problem += f": {text}"
+        if code == _INVALID_AUTH_TOKEN:
+            self.forget_token()
         if status >= 500:
-            return self.unavailable(endpoint, problem)
-        return RegistryError(endpoint, problem)
+            return self.unavailable(endpoint, problem, code)
+        return RegistryError(endpoint, problem, code)
 
-    async def _v3_once(self, path: str, request: Mapping[str, Any]) -> tuple[URL, int, bytes]:
-        endpoint, response = await self.send(
+    async def send_v3(self, path: str, request: Mapping[str, Any]) -> tuple[URL, IResponse]:
+        """POST ``request`` to the v3 gateway (``path`` like ``kv/range``); see :meth:`send`."""
+        return await self.send(
             "POST",
             ("v3", *path.split("/")),
             data=json.dumps(request).encode(),
             headers=await self.v3_headers(),
         )
+
+    async def _v3_once(self, path: str, request: Mapping[str, Any]) -> tuple[URL, int, bytes]:
+        endpoint, response = await self.send_v3(path, request)
         return endpoint, response.code, await self.body(endpoint, response)
 
     async def v3(self, path: str, request: Mapping[str, Any]) -> dict[str, Any]:
@@ -626,8 +654,10 @@ class EtcdHTTP:
         An invalid token (code 16: it expired) is fetched again and the call repeated once.
         """
         endpoint, status, body = await self._v3_once(path, request)
-        if status != 200 and v3_error(body)[0] == _INVALID_AUTH_TOKEN:
-            self.forget_token()
+        if status != 200:
+            failure = self.v3_failure(endpoint, status, body, path)
+            if failure.code != _INVALID_AUTH_TOKEN:
+                raise failure
             endpoint, status, body = await self._v3_once(path, request)
         if status != 200:
             raise self.v3_failure(endpoint, status, body, path)

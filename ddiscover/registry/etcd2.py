@@ -1,13 +1,14 @@
 """A client for etcd's v2 keys API: one recursive listing, or one long-poll wait, at a time.
 
-Every request is bounded twice on the injected clock: treq's ``timeout=`` until the response
-headers arrive, and our own timer on the body, because etcd sends a wait's headers at once and
-its body only when an event happens.  The body is read by :class:`BodyReader`, which aborts the
-connection when the body is too slow, too big, or no longer wanted; cancelling a call therefore
+Requests go through :class:`~ddiscover.registry.client.EtcdHTTP`, so every one is bounded twice
+on the injected clock: treq's ``timeout=`` until the response headers arrive, and a timer on the
+body, because etcd sends a wait's headers at once and its body only when an event happens.  A
+listing's body gets the request timeout, a wait's the (longer) watch timeout.  Cancelling a call
 never leaves a socket or a timer behind.
 
 Errors are one-line :class:`RegistryError` subclasses naming the endpoint.  After a
-:class:`RegistryUnavailable` the client moves on to the next endpoint for the following call.
+:class:`RegistryUnavailable` the next call, of this client or of anything sharing its
+``EtcdHTTP``, goes to the next endpoint.
 """
 
 from __future__ import annotations
@@ -16,18 +17,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hyperlink import URL
-from twisted.internet.defer import TimeoutError as DeferredTimeoutError
-from twisted.internet.interfaces import IReactorTime
-from twisted.web.http_headers import Headers
-from twisted.web.iweb import IResponse
 
 from ddiscover.registry.client import (
-    NETWORK_ERRORS,
-    BodyReader,
-    BodyTooLargeError,
+    DELETE_ACTIONS,
     Change,
     ChangeHandler,
-    HeadersTimeoutError,
+    EtcdHTTP,
     HTTPClientLike,
     IndexCleared,
     MalformedError,
@@ -36,11 +31,9 @@ from ddiscover.registry.client import (
     Reply,
     Snapshot,
     decode_object,
-    describe,
     etcd_index,
     field,
     one_line,
-    tell_timeout_from_cancel,
 )
 from ddiscover.registry.layout import Entry
 
@@ -57,7 +50,6 @@ __all__ = [
 ]
 
 _SET_ACTIONS = frozenset({"set", "create", "update", "compareAndSwap"})
-_DELETE_ACTIONS = frozenset({"delete", "expire", "compareAndDelete"})
 _KEY_NOT_FOUND = 100
 _INDEX_CLEARED = 401
 
@@ -104,7 +96,7 @@ def parse_event(body: bytes) -> Change:
     node = event.get("node")
     if not isinstance(node, dict):
         raise MalformedError("no 'node' object")
-    if action not in _SET_ACTIONS | _DELETE_ACTIONS:
+    if action not in _SET_ACTIONS | DELETE_ACTIONS:
         raise MalformedError(f"unknown action {action!r}")
     is_dir = bool(node.get("dir"))
     return Change(
@@ -130,88 +122,37 @@ def _error_code(body: bytes) -> tuple[int | None, str]:
 
 
 class EtcdV2Client:
-    """Reads the keys under one prefix from etcd v2, failing over between ``endpoints``.
+    """Reads the keys under one prefix from etcd v2, through ``etcd``.
 
-    It holds no state but the endpoint in use: the caller decides what to list and which index
-    to wait from.  ``headers`` go on every request (basic auth, when etcd's v2 auth is on).
+    Failover, basic auth and body limits are :class:`EtcdHTTP`'s; this class knows the
+    listing and wait calls and their JSON.  It holds no state of its own: the caller decides
+    what to list and which index to wait from.
     """
 
-    def __init__(  # noqa: PLR0917 (app.py passes the collaborators positionally)
-        self,
-        http: HTTPClientLike,
-        clock: IReactorTime,
-        endpoints: Sequence[URL],
-        prefix: str,
-        request_timeout: float,
-        watch_timeout: float,
-        max_body: int = 64 * 1024 * 1024,
-        headers: Headers | None = None,
-    ) -> None:
-        if not endpoints:
-            raise ValueError("at least one etcd endpoint is needed")
-        self._http = http
-        self._clock = clock
-        self._endpoints = tuple(endpoints)
-        self._current = 0
-        self._segments = tuple(s for s in prefix.split("/") if s)
-        self._request_timeout = request_timeout
+    def __init__(self, etcd: EtcdHTTP, prefix: str, watch_timeout: float) -> None:
+        self._etcd = etcd
+        self._path = ("v2", "keys", *(s for s in prefix.split("/") if s))
         self._watch_timeout = watch_timeout
-        self._max_body = max_body
-        self._headers = headers or Headers()
 
     @property
     def endpoint(self) -> URL:
         """The endpoint the next request goes to: the last one that worked, or the next to try."""
-        return self._endpoints[self._current]
+        return self._etcd.endpoint
 
     @property
     def api(self) -> str:
         """Always ``"v2"``."""
         return "v2"
 
-    def _keys_url(self, endpoint: URL, **query: str) -> str:
-        url = endpoint.child("v2", "keys", *self._segments)
-        return url.replace(query=tuple(query.items())).to_uri().to_text()
-
-    async def _get(self, url: str, body_timeout: float) -> Reply | None:
-        """GET ``url``; ``None`` when the body did not finish within ``body_timeout``."""
-        endpoint = self.endpoint
-        requested = self._http.request(
-            "GET",
-            url,
-            data=None,
-            headers=self._headers,
-            timeout=self._request_timeout,
-            unbuffered=True,
-            reactor=self._clock,
-        )
-        try:
-            response: IResponse = await tell_timeout_from_cancel(requested)
-        except HeadersTimeoutError:
-            raise self._unavailable(
-                endpoint, f"no response within {self._request_timeout:g}s"
-            ) from None
-        except NETWORK_ERRORS as e:
-            raise self._unavailable(endpoint, describe(e)) from None
-        reader = BodyReader(self._max_body)
-        response.deliverBody(reader)
-        try:
-            body = await reader.done.addTimeout(body_timeout, self._clock)
-        except DeferredTimeoutError:
-            return None
-        except BodyTooLargeError:
-            raise self._unavailable(
-                endpoint, f"response body is over {self._max_body} bytes"
-            ) from None
-        except NETWORK_ERRORS as e:
-            raise self._unavailable(endpoint, f"response cut off: {describe(e)}") from None
-        return Reply(response.code, etcd_index(response), body)
-
-    def _unavailable(self, endpoint: URL, problem: str) -> RegistryUnavailable:
-        """Note that ``endpoint`` failed, so the next call tries the next one."""
-        if self.endpoint == endpoint:
-            self._current = (self._current + 1) % len(self._endpoints)
-        return RegistryUnavailable(endpoint, problem)
+    async def _get(
+        self, query: Sequence[tuple[str, str]], body_timeout: float
+    ) -> tuple[URL, Reply | None]:
+        """GET the prefix; the reply is ``None`` when its body took over ``body_timeout``."""
+        endpoint, response = await self._etcd.send("GET", self._path, query=query)
+        body = await self._etcd.body_within(endpoint, response, body_timeout)
+        if body is None:
+            return endpoint, None
+        return endpoint, Reply(response.code, etcd_index(response), body)
 
     def _fail(self, endpoint: URL, reply: Reply) -> RegistryError:
         """The error for a reply that is not a success."""
@@ -220,31 +161,29 @@ class EtcdV2Client:
         if text:
             problem += f": {text}"
         if reply.code >= 500:
-            return self._unavailable(endpoint, problem)
+            return self._etcd.unavailable(endpoint, problem, code)
         if code == _INDEX_CLEARED:
-            return IndexCleared(endpoint, problem)
-        return RegistryError(endpoint, problem)
+            return IndexCleared(endpoint, problem, code)
+        return RegistryError(endpoint, problem, code)
 
     async def snapshot(self) -> Snapshot:
         """List every key under the prefix (an absent prefix is an empty listing)."""
-        endpoint = self.endpoint
-        reply = await self._get(self._keys_url(endpoint, recursive="true"), self._request_timeout)
+        timeout = self._etcd.request_timeout
+        endpoint, reply = await self._get((("recursive", "true"),), timeout)
         if reply is None:
-            raise self._unavailable(
-                endpoint, f"listing not received within {self._request_timeout:g}s"
-            )
+            raise self._etcd.unavailable(endpoint, f"listing not received within {timeout:g}s")
         if reply.code == 404 and _error_code(reply.body)[0] == _KEY_NOT_FOUND:
             if reply.etcd_index is None:
-                raise self._unavailable(endpoint, "no X-Etcd-Index header")
+                raise self._etcd.unavailable(endpoint, "no X-Etcd-Index header")
             return Snapshot(index=reply.etcd_index, entries={})
         if reply.code != 200:
             raise self._fail(endpoint, reply)
         if reply.etcd_index is None:
-            raise self._unavailable(endpoint, "no X-Etcd-Index header")
+            raise self._etcd.unavailable(endpoint, "no X-Etcd-Index header")
         try:
             return parse_listing(reply.etcd_index, reply.body)
         except MalformedError as e:
-            raise self._unavailable(endpoint, f"bad listing: {e}") from None
+            raise self._etcd.unavailable(endpoint, f"bad listing: {e}") from None
 
     async def wait(self, index: int) -> Change | None:
         """Wait for the first change under the prefix at ``index`` or later.
@@ -252,9 +191,8 @@ class EtcdV2Client:
         ``None`` means nothing happened within the watch timeout (or etcd ended the wait
         empty): wait again from the same index.
         """
-        endpoint = self.endpoint
-        url = self._keys_url(endpoint, wait="true", recursive="true", waitIndex=str(index))
-        reply = await self._get(url, self._watch_timeout)
+        query = (("wait", "true"), ("recursive", "true"), ("waitIndex", str(index)))
+        endpoint, reply = await self._get(query, self._watch_timeout)
         if reply is None:
             return None
         if reply.code != 200:
@@ -264,7 +202,7 @@ class EtcdV2Client:
         try:
             return parse_event(reply.body)
         except MalformedError as e:
-            raise self._unavailable(endpoint, f"bad event: {e}") from None
+            raise self._etcd.unavailable(endpoint, f"bad event: {e}") from None
 
     async def watch(self, index: int, on_changes: ChangeHandler) -> None:
         """One long-poll from ``index``: report its change, if one came, to ``on_changes``."""

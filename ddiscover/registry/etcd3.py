@@ -14,7 +14,6 @@ stream that ends (etcd stopping sends a final ``{"error": ...}``, without a newl
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -41,11 +40,8 @@ from ddiscover.registry.client import (
     decode_object,
     describe,
     unb64,
-    v3_error,
 )
 from ddiscover.registry.layout import Entry, normalise_prefix
-
-_INVALID_AUTH_TOKEN = 16
 
 
 def prefix_range(prefix: str) -> tuple[str, str]:
@@ -130,10 +126,13 @@ class _WatchStream(TwistedProtocol):
     def connectionMade(self) -> None:
         self._timer = self._clock.callLater(self._quiet, self._end, None)
 
-    def _stop(self) -> None:
+    def _cancel_timer(self) -> None:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+
+    def _stop(self) -> None:
+        self._cancel_timer()
         IPushProducer(self.transport).stopProducing()
 
     def _end(self, failure: Failure | None) -> None:
@@ -168,9 +167,7 @@ class _WatchStream(TwistedProtocol):
             self._end(Failure(BodyTooLargeError()))
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        self._cancel_timer()
         # etcd 3.4 ends a failed stream with an error object and no newline.
         if self.done.called or not self._deliver(self._buffer):
             return
@@ -231,16 +228,9 @@ class EtcdV3Client:
                 "progress_notify": True,
             }
         }
-        endpoint, response = await self._etcd.send(
-            "POST",
-            ("v3", "watch"),
-            data=json.dumps(request).encode(),
-            headers=await self._etcd.v3_headers(),
-        )
+        endpoint, response = await self._etcd.send_v3("watch", request)
         if response.code != 200:
             error = await self._etcd.body(endpoint, response)
-            if v3_error(error)[0] == _INVALID_AUTH_TOKEN:
-                self._etcd.forget_token()
             raise self._etcd.v3_failure(endpoint, response.code, error, "watch")
 
         def on_message(message: dict[str, Any]) -> None:

@@ -4,7 +4,8 @@ Typical use from a trial ``TestCase`` (or any test: nothing here needs the react
 
     etcd = EtcdProcess.started(self)        # started, and killed in the test's cleanup
     etcd.put("/backends/web/port", "80")
-    client = EtcdV2Client(http, reactor, [URL.from_text(etcd.url)], "/backends", 2.0, 30.0)
+    http = EtcdHTTP(treq_client, reactor, [URL.from_text(etcd.url)], request_timeout=2.0)
+    client = EtcdV2Client(http, "/backends", watch_timeout=30.0)
     etcd.freeze(); etcd.thaw()              # SIGSTOP / SIGCONT: a hung etcd
     etcd.kill(); etcd.restart()             # a crash, then the same data dir on the same ports
 

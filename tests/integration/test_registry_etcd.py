@@ -11,6 +11,7 @@ from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 
+from ddiscover.registry.client import EtcdHTTP
 from ddiscover.registry.etcd2 import EtcdV2Client
 from tests.integration.etcd import EtcdProcess
 from tests.registry.test_etcd2 import EtcdV2ContractMixin
@@ -25,14 +26,13 @@ class RealEtcdV2ContractTests(EtcdV2ContractMixin, TestCase):
         self.etcd = EtcdProcess.started(self)
         pool = HTTPConnectionPool(reactor, persistent=True)
         self.addCleanup(pool.closeCachedConnections)
-        self.client = EtcdV2Client(
+        etcd = EtcdHTTP(
             HTTPClient(Agent(reactor, pool=pool, connectTimeout=1)),
             reactor,
             [URL.from_text(self.etcd.url)],
-            "/backends",
             request_timeout=2.0,
-            watch_timeout=10.0,
         )
+        self.client = EtcdV2Client(etcd, "/backends", watch_timeout=10.0)
 
     def put(self, key: str, value: str, ttl: int | None = None) -> int:
         """Set a key in etcd; its modifiedIndex."""

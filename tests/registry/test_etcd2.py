@@ -12,6 +12,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from ddiscover.registry.client import EtcdHTTP
 from ddiscover.registry.etcd2 import (
     Change,
     EtcdV2Client,
@@ -36,6 +37,19 @@ def run(coroutine: Coroutine[Any, Any, T]) -> Deferred[T]:
     return Deferred.fromCoroutine(coroutine)
 
 
+def v2_client(
+    stub: StubTreq,
+    clock: Clock,
+    *endpoints: URL,
+    max_body: int = 1024 * 1024,
+    prefix: str = "/backends",
+) -> EtcdV2Client:
+    """A v2 client of the fake etcd behind ``stub`` on ``endpoints`` (default: just FIRST)."""
+    http: HTTPClientLike = stub  # type: ignore[assignment]
+    etcd = EtcdHTTP(http, clock, endpoints or (FIRST,), request_timeout=5.0, max_body=max_body)
+    return EtcdV2Client(etcd, prefix, watch_timeout=60.0)
+
+
 class ClientTestCase(SynchronousTestCase):
     """A client on a fake clock talking to a fake etcd through ``StubTreq``."""
 
@@ -45,18 +59,11 @@ class ClientTestCase(SynchronousTestCase):
         self.stub = StubTreq(self.etcd)
         self.client = self.make_client()
 
-    def make_client(self, *endpoints: URL, max_body: int = 1024 * 1024) -> EtcdV2Client:
+    def make_client(
+        self, *endpoints: URL, max_body: int = 1024 * 1024, prefix: str = "/backends"
+    ) -> EtcdV2Client:
         """A client of the fake etcd on ``endpoints`` (default: just FIRST)."""
-        http: HTTPClientLike = self.stub  # type: ignore[assignment]
-        return EtcdV2Client(
-            http,
-            self.clock,
-            endpoints or (FIRST,),
-            "/backends",
-            request_timeout=5.0,
-            watch_timeout=60.0,
-            max_body=max_body,
-        )
+        return v2_client(self.stub, self.clock, *endpoints, max_body=max_body, prefix=prefix)
 
     def assert_clean(self) -> None:
         """No timer is left on the clock and no wait is held open."""
@@ -103,14 +110,7 @@ class SnapshotTests(ClientTestCase):
     def test_root_prefix(self) -> None:
         """The root directory, which etcd lists without a key, can be the prefix."""
         self.etcd.set("/web/port", "80")
-        client = EtcdV2Client(
-            self.stub,  # type: ignore[arg-type]
-            self.clock,
-            [FIRST],
-            "/",
-            request_timeout=5.0,
-            watch_timeout=60.0,
-        )
+        client = self.make_client(prefix="/")
         snapshot = self.successResultOf(run(client.snapshot()))
         self.assertEqual(snapshot.entries, {"/web/port": Entry("80", 4)})
         self.assertEqual(self.etcd.requests, ["/v2/keys?recursive=true"])
@@ -480,14 +480,7 @@ class FakeEtcdV2ContractTests(EtcdV2ContractMixin, TestCase):
         self.clock = Clock()
         self.etcd = FakeEtcdV2Resource()
         self.stub = StubTreq(self.etcd)
-        self.client = EtcdV2Client(
-            self.stub,  # type: ignore[arg-type]
-            self.clock,
-            [FIRST],
-            "/backends",
-            request_timeout=5.0,
-            watch_timeout=60.0,
-        )
+        self.client = v2_client(self.stub, self.clock)
 
     def put(self, key: str, value: str, ttl: int | None = None) -> int:
         """Set a key in the fake; its modifiedIndex."""

@@ -437,14 +437,14 @@ class WatchTests(V3TestCase):
 class DetectionTests(SynchronousTestCase):
     """``--etcd-api auto`` asks ``/v2/keys`` once, then uses the chosen client."""
 
-    def client(self, resource: Any) -> tuple[RegistryClient, StubTreq, Clock]:
+    def client(self, resource: Any, *endpoints: URL) -> tuple[RegistryClient, StubTreq, Clock]:
         clock = Clock()
         stub = StubTreq(resource)
         client = registry_client(
             "auto",
             stub,  # type: ignore[arg-type]
             clock,
-            [FIRST],
+            endpoints or (FIRST,),
             "/backends",
             request_timeout=5.0,
             watch_timeout=60.0,
@@ -474,6 +474,21 @@ class DetectionTests(SynchronousTestCase):
         snapshot = self.successResultOf(run(client.snapshot()))
         self.assertEqual(client.api, "v2")
         self.assertEqual(snapshot.entries, {"/backends/web/port": Entry("80", 4)})
+
+    def test_v2_after_failover(self) -> None:
+        """Once detection has failed over to the second endpoint, the v2 client lists there."""
+        etcd = FakeEtcdV2Resource()
+        etcd.set("/backends/web/port", "80")
+        etcd.down_hosts.add("etcd-a.test")
+        client, _, _ = self.client(etcd, FIRST, SECOND)
+        failure = self.failureResultOf(run(client.snapshot()), RegistryUnavailable)
+        self.assertEqual(failure.value.endpoint, FIRST)
+        snapshot = self.successResultOf(run(client.snapshot()))
+        self.assertEqual(snapshot.entries, {"/backends/web/port": Entry("80", 4)})
+        self.assertEqual((client.api, client.endpoint), ("v2", SECOND))
+        self.assertEqual(
+            etcd.requests, ["/v2/keys", "/v2/keys", "/v2/keys/backends?recursive=true"]
+        )
 
     def test_unreachable(self) -> None:
         """Until the server answers, the API stays unknown and the error is unavailability."""

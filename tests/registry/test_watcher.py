@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from hyperlink import URL
@@ -13,10 +13,10 @@ from twisted.logger import LogEvent, LogLevel, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from ddiscover.catalog import Address, Backend, Catalog, Rejection, Service
-from ddiscover.registry.etcd2 import EtcdV2Client
 from ddiscover.registry.layout import Entry
 from ddiscover.registry.watcher import RegistryWatcher, WatchState
 from tests.fake_etcd import FakeEtcdV2Resource
+from tests.registry.test_etcd2 import v2_client
 
 ENDPOINT = URL.from_text("http://etcd.test:2379")
 WEB = Service("web", 80, frozenset({Backend("a", Address("10.0.0.1", 8080))}))
@@ -38,27 +38,27 @@ def backoff(attempt: int) -> float:
 
 
 class WatcherTestCase(SynchronousTestCase):
-    """A watcher on a fake clock, reading the fake etcd through ``StubTreq``."""
+    """A watcher on a fake clock, reading the fake etcd through ``StubTreq``.
+
+    ``history`` is how many events the fake etcd keeps.
+    """
+
+    history = 1000
 
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(1000)
-        self.etcd = FakeEtcdV2Resource()
+        self.etcd = FakeEtcdV2Resource(history=self.history)
         self.stub = StubTreq(self.etcd)
-        client = EtcdV2Client(
-            self.stub,  # type: ignore[arg-type]
-            self.clock,
-            [ENDPOINT],
-            "/backends",
-            request_timeout=5.0,
-            watch_timeout=60.0,
-        )
+        self.client = v2_client(self.stub, self.clock, ENDPOINT)
         self.published: list[Catalog] = []
-        self.watcher = RegistryWatcher(
-            client, self.clock, "/backends/", self.published.append, backoff=backoff
-        )
+        self.watcher = self.make_watcher(self.published.append)
         self.logs = self.enterContext(capturedLogs())
         self.addCleanup(self.stop)
+
+    def make_watcher(self, on_catalog: Callable[[Catalog], None]) -> RegistryWatcher:
+        """A watcher of ``/backends`` through the test's client, publishing to ``on_catalog``."""
+        return RegistryWatcher(self.client, self.clock, "/backends/", on_catalog, backoff=backoff)
 
     def stop(self) -> None:
         """Stop the watcher and check it left nothing running."""
@@ -117,7 +117,6 @@ class StartTests(WatcherTestCase):
         self.watcher.startService()
         self.assertIs(self.watcher.state, WatchState.WATCHING)
         self.assertEqual(self.watcher.state_since, 1005)
-        self.assertEqual(WatchState.WATCHING.value, "watching")
 
 
 class EventTests(WatcherTestCase):
@@ -246,24 +245,10 @@ class RejectionLogTests(WatcherTestCase):
 class IndexClearedTests(WatcherTestCase):
     """A wait older than etcd's history leads to a full listing."""
 
+    history = 5
+
     def setUp(self) -> None:
         super().setUp()
-        self.etcd = FakeEtcdV2Resource(history=5)
-        self.stub = StubTreq(self.etcd)
-        self.watcher = RegistryWatcher(
-            EtcdV2Client(
-                self.stub,  # type: ignore[arg-type]
-                self.clock,
-                [ENDPOINT],
-                "/backends",
-                request_timeout=5.0,
-                watch_timeout=60.0,
-            ),
-            self.clock,
-            "/backends",
-            self.published.append,
-            backoff=backoff,
-        )
         self.register_web()
         self.watcher.startService()
         # The next wait never hears of the writes below, so its index falls out of history.
@@ -421,9 +406,7 @@ class PublishFailureTests(WatcherTestCase):
             calls.append(catalog)
             raise ZeroDivisionError()
 
-        self.watcher = RegistryWatcher(
-            self.watcher._client, self.clock, "/backends", broken, backoff=backoff
-        )
+        self.watcher = self.make_watcher(broken)
         self.watcher.startService()
         self.register_web()
         self.assertEqual(len(calls), 3)
@@ -441,9 +424,7 @@ class ReentrantStopTests(WatcherTestCase):
         def stop_now(catalog: Catalog) -> None:
             self.watcher.stopService().addCallback(stopped.append)
 
-        self.watcher = RegistryWatcher(
-            self.watcher._client, self.clock, "/backends", stop_now, backoff=backoff
-        )
+        self.watcher = self.make_watcher(stop_now)
         self.watcher.startService()
         self.assertEqual(stopped, [None])
         self.assertEqual(self.etcd.requests, ["/v2/keys/backends?recursive=true"])
@@ -457,9 +438,7 @@ class ReentrantStopTests(WatcherTestCase):
             if "web" in catalog.services:
                 self.watcher.stopService().addCallback(stopped.append)
 
-        self.watcher = RegistryWatcher(
-            self.watcher._client, self.clock, "/backends", stop_on_web, backoff=backoff
-        )
+        self.watcher = self.make_watcher(stop_on_web)
         self.watcher.startService()
         self.register_web()
         self.assertEqual(stopped, [None])
