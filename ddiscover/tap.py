@@ -8,21 +8,23 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
-from hyperlink import URL
 from twisted.application.service import IService
 from twisted.python import usage
 
 from ddiscover import __version__
-from ddiscover._log import LEVELS, set_level
+from ddiscover._log import set_level
 from ddiscover.config import Config
 from ddiscover.process import freeze_startup_objects, raise_fd_limit, stop_gracefully_on_sigterm
-from ddiscover.registry.options import ETCD_OPTIONS, parse_access
-
-_AUTHORITY = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(?P<port>[0-9]{1,5})/?$")
+from ddiscover.registry.options import (
+    ETCD_OPTIONS,
+    LOG_LEVEL_OPTION,
+    check_log_level,
+    parse_access,
+    parse_endpoints,
+)
 
 
 def _number(kind: Callable[[str], Any], minimum: float, maximum: float | None = None) -> Any:
@@ -54,23 +56,6 @@ _NUMBERS = {
     "drain-timeout": _number(float, 0),
     "backlog": _number(int, 1, 65535),
 }
-
-
-def parse_etcd(raw: str) -> tuple[URL, ...]:
-    """Turn ``host:port``, ``http://host:port`` or a comma-separated list of them into URLs."""
-    urls = []
-    for part in (p.strip() for p in raw.split(",")):
-        scheme, sep, authority = part.partition("://")
-        if not sep:
-            scheme, authority = "http", part
-        match = _AUTHORITY.match(authority)
-        if scheme not in ("http", "https") or match is None:
-            raise usage.UsageError(f"--etcd {part!r} is not host:port or http://host:port")
-        port = int(match["port"])
-        if not 1 <= port <= 65535:
-            raise usage.UsageError(f"--etcd {part!r} has port {port}, outside 1-65535")
-        urls.append(URL(scheme=scheme, host=match["host"].strip("[]"), port=port))
-    return tuple(urls)
 
 
 def parse_stats_auth(raw: str) -> tuple[str, str]:
@@ -127,7 +112,7 @@ class Options(usage.Options):
         ["maxconn", None, 4096, "Global cap on proxied connections; above it, stop accepting."],
         ["drain-timeout", None, 8.0, "On SIGTERM, seconds open connections may take to finish."],
         ["backlog", None, 4096, "Listen backlog of each service port."],
-        ["log-level", None, "info", f"Log level: one of {', '.join(LEVELS)}."],
+        LOG_LEVEL_OPTION,
         *ETCD_OPTIONS,
     ]
     optFlags: ClassVar[list[list[Any]]] = [
@@ -156,14 +141,8 @@ class Options(usage.Options):
             raise usage.UsageError(
                 f"--prefix must be an absolute etcd path like /backends, got {prefix!r}"
             )
-        if self["log-level"] not in LEVELS:
-            raise usage.UsageError(
-                f"--log-level must be one of {', '.join(LEVELS)}, got {self['log-level']!r}"
-            )
-        etcd = self["etcd"] or self._environ.get("ETCD_HOST", "")
-        if not etcd.strip():
-            raise usage.UsageError("--etcd is required (or set ETCD_HOST), e.g. 10.0.0.5:2379")
-        endpoints = parse_etcd(etcd)
+        check_log_level(self)
+        endpoints = parse_endpoints(self, self._environ)
         self.config = Config(
             etcd=endpoints,
             etcd_access=parse_access(self, self._environ, endpoints),

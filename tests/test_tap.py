@@ -5,7 +5,8 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from ddiscover.config import Config
-from ddiscover.tap import Options, parse_etcd
+from ddiscover.registry.options import parse_etcd
+from ddiscover.tap import Options
 
 
 def parse(args: list[str], environ: dict[str, str] | None = None) -> Config:

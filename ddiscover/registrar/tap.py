@@ -18,11 +18,17 @@ from twisted.internet.defer import Deferred
 from twisted.python import usage
 from twisted.web.client import HTTPConnectionPool
 
-from ddiscover._log import LEVELS, set_level
+from ddiscover._log import set_level
 from ddiscover.registrar.service import Registrar, Registration
 from ddiscover.registry.client import EtcdHTTP, build_http_client
 from ddiscover.registry.layout import BadValueError, parse_address, parse_port
-from ddiscover.registry.options import ETCD_OPTIONS, parse_access
+from ddiscover.registry.options import (
+    ETCD_OPTIONS,
+    LOG_LEVEL_OPTION,
+    check_log_level,
+    parse_access,
+    parse_endpoints,
+)
 
 
 class Options(usage.Options):
@@ -43,7 +49,7 @@ class Options(usage.Options):
         ["id", None, None, "Backend id (default: <hostname>-<address port>)."],
         ["ttl", None, 15, "Seconds the keys live without a refresh (at least 2)."],
         ["check", None, None, "Register only while this host:port accepts TCP connections."],
-        ["log-level", None, "info", f"Log level: one of {', '.join(LEVELS)}."],
+        LOG_LEVEL_OPTION,
         *ETCD_OPTIONS,
     ]
 
@@ -53,15 +59,10 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         """Check every value and build :attr:`registration`, :attr:`endpoints`, :attr:`access`."""
-        from ddiscover.tap import parse_etcd  # noqa: PLC0415 (shared option parser)
-
         for name in ("service", "port", "address"):
             if not self[name]:
                 raise usage.UsageError(f"--{name} is required")
-        etcd = self["etcd"] or self._environ.get("ETCD_HOST", "")
-        if not etcd.strip():
-            raise usage.UsageError("--etcd is required (or set ETCD_HOST), e.g. 10.0.0.5:2379")
-        self.endpoints = parse_etcd(etcd)
+        self.endpoints = parse_endpoints(self, self._environ)
         self.access = parse_access(self, self._environ, self.endpoints)
         service = self["service"].strip("/")
         prefix = self["prefix"].rstrip("/")
@@ -81,10 +82,7 @@ class Options(usage.Options):
         id = self["id"] or f"{socket.gethostname()}-{address.port}"
         if "/" in id or id == "port":
             raise usage.UsageError(f"--id {id!r} must not contain '/' nor be 'port'")
-        if self["log-level"] not in LEVELS:
-            raise usage.UsageError(
-                f"--log-level must be one of {', '.join(LEVELS)}, got {self['log-level']!r}"
-            )
+        check_log_level(self)
         self.registration = Registration(prefix, service, id, address, port, int(ttl))
 
 

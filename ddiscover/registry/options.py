@@ -1,4 +1,4 @@
-"""The etcd options ``twistd ddiscover`` and ``twistd ddiscover-register`` share.
+"""The options ``twistd ddiscover`` and ``twistd ddiscover-register`` share: etcd and logging.
 
 API choice, TLS files and credentials are checked here, where they are parsed, so a bad file or
 a missing password stops the command with one line naming the option.  A password may come from
@@ -7,6 +7,7 @@ a missing password stops the command with one line naming the option.  A passwor
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,8 +15,18 @@ import attrs
 from hyperlink import URL
 from twisted.python import usage
 
+from ddiscover._log import LEVELS
 from ddiscover.registry.api import APIS
 from ddiscover.registry.client import Credentials, TLSFileError, TLSFiles, tls_policy
+
+_AUTHORITY = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(?P<port>[0-9]{1,5})/?$")
+
+LOG_LEVEL_OPTION: list[Any] = [
+    "log-level",
+    None,
+    "info",
+    f"Log level: one of {', '.join(LEVELS)}.",
+]
 
 ETCD_OPTIONS: list[list[Any]] = [
     [
@@ -41,6 +52,39 @@ ETCD_OPTIONS: list[list[Any]] = [
         "Password of --etcd-user; visible to ps, so prefer --etcd-password-file.",
     ],
 ]
+
+
+def parse_etcd(raw: str) -> tuple[URL, ...]:
+    """Turn ``host:port``, ``http://host:port`` or a comma-separated list of them into URLs."""
+    urls = []
+    for part in (p.strip() for p in raw.split(",")):
+        scheme, sep, authority = part.partition("://")
+        if not sep:
+            scheme, authority = "http", part
+        match = _AUTHORITY.match(authority)
+        if scheme not in ("http", "https") or match is None:
+            raise usage.UsageError(f"--etcd {part!r} is not host:port or http://host:port")
+        port = int(match["port"])
+        if not 1 <= port <= 65535:
+            raise usage.UsageError(f"--etcd {part!r} has port {port}, outside 1-65535")
+        urls.append(URL(scheme=scheme, host=match["host"].strip("[]"), port=port))
+    return tuple(urls)
+
+
+def parse_endpoints(options: Mapping[str, Any], environ: Mapping[str, str]) -> tuple[URL, ...]:
+    """The ``--etcd`` endpoints, or ``$ETCD_HOST``'s when ``--etcd`` is not given."""
+    etcd = options["etcd"] or environ.get("ETCD_HOST", "")
+    if not etcd.strip():
+        raise usage.UsageError("--etcd is required (or set ETCD_HOST), e.g. 10.0.0.5:2379")
+    return parse_etcd(etcd)
+
+
+def check_log_level(options: Mapping[str, Any]) -> None:
+    """``--log-level`` must be one of the known levels."""
+    if options["log-level"] not in LEVELS:
+        raise usage.UsageError(
+            f"--log-level must be one of {', '.join(LEVELS)}, got {options['log-level']!r}"
+        )
 
 
 @attrs.frozen
