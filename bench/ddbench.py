@@ -50,6 +50,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 
 from tests.integration.etcd import EtcdProcess  # noqa: E402
+from tests.integration.procfs import rss_kib, status_kib  # noqa: E402
 
 PROXY_CPU = 0
 LOAD_CPU = 1
@@ -161,20 +162,8 @@ class Processes:
 # ---------------------------------------------------------------------------- /proc readings
 
 
-def rss_kib(pid: int) -> int:
-    return _status_kib(pid, "VmRSS")
-
-
 def hwm_kib(pid: int) -> int:
-    return _status_kib(pid, "VmHWM")
-
-
-def _status_kib(pid: int, field_name: str) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field_name + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field_name} for {pid}")
+    return status_kib(pid, "VmHWM")
 
 
 def reset_hwm(pid: int) -> None:
@@ -385,15 +374,12 @@ class Instance:
 
 class Target:
     name: str
-    kind: str
 
     def start(self, purpose: str, round_no: int) -> Instance:
         raise NotImplementedError
 
 
 class NoProxy(Target):
-    kind = "none"
-
     def __init__(self, backends: Backends) -> None:
         self.name = "none"
         self.backends = backends
@@ -404,8 +390,6 @@ class NoProxy(Target):
 
 
 class HAProxy(Target):
-    kind = "haproxy"
-
     def __init__(
         self, procs: Processes, backends: Backends, workdir: Path, access_log: bool
     ) -> None:
@@ -465,8 +449,6 @@ def haproxy_command(sock: Path, command: str) -> str:
 
 
 class DDiscover(Target):
-    kind = "ddiscover"
-
     def __init__(
         self,
         name: str,

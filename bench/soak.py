@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
+import io
 import json
 import os
 import signal
@@ -37,9 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.integration.etcd import EtcdProcess  # noqa: E402
-from tests.integration.processes import fd_kinds, open_fds, rss_kib  # noqa: E402
-from tests.integration.support import free_port  # noqa: E402
-from tests.integration.test_twistd import entrypoint, environment  # noqa: E402
+from tests.integration.procfs import fd_kinds, open_fds, rss_kib  # noqa: E402
+from tests.integration.support import entrypoint, environment, free_port  # noqa: E402
 
 STEP_TIMEOUT = 5.0
 KEEPALIVE_PAUSE = 0.02
@@ -161,6 +162,14 @@ class Load:
                     writer.close()
 
 
+def _servers_up(text: bytes) -> int:
+    """How many server rows of ``/;csv`` say UP (the BACKEND row says UP too: not counted)."""
+    rows = csv.DictReader(io.StringIO(text.decode().lstrip("# ")))
+    return sum(
+        row["status"] == "UP" for row in rows if row["svname"] not in ("FRONTEND", "BACKEND")
+    )
+
+
 def _get(url: str) -> bytes:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(url, timeout=5) as response:
@@ -264,7 +273,7 @@ async def soak(minutes: float, keepalive: int, workers: int, cycle: float) -> di
         etcd.put("/backends/web/port", str(port))
         for _ in range(3):
             backends.start()
-        _wait(lambda: _get(f"http://127.0.0.1:{stats}/;csv").count(b",UP,") == 3, "3 UP")
+        _wait(lambda: _servers_up(_get(f"http://127.0.0.1:{stats}/;csv")) == 3, "3 UP")
         clients = [asyncio.create_task(load.keepalive()) for _ in range(keepalive)]
         clients += [asyncio.create_task(load.new_connections()) for _ in range(workers)]
         samples, events = await _chaos(

@@ -5,14 +5,16 @@ kernel, backlog 4096), prints the port on stdout, and serves until killed.  Ever
 greeted with ``NAME\\n``; then, by ``MODE``:
 
 ``echo``
-    sends back whatever it reads, until the client closes.
+    sends back whatever it reads; when the client shuts its write side, closes the
+    connection once all of it has been sent back.
 ``stream``
     sends 64 KiB blocks as fast as the connection takes them and never reads (not even into
     asyncio's buffer), so what the client sends stays unread in the kernel, and a SIGKILL
     then resets the connection instead of closing it with a FIN.
 
-:mod:`tests.integration.backend_server` does the same with a thread per connection, which is
-fine for a few clients; this one is for the fault and endurance tests and ``bench/soak``.
+The end-to-end tests start it (in ``echo`` mode) through
+:class:`tests.integration.backends.ProcessBackend`, the fault and endurance tests and
+``bench/soak`` through :func:`tests.integration.processes.echo_server`.
 """
 
 from __future__ import annotations

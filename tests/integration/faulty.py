@@ -33,30 +33,12 @@ from zope.interface import implementer
 from ddiscover.catalog import Address
 from ddiscover.health.checker import EndpointFactory
 from ddiscover.health.result import CheckResult, CheckStatus, classify_failure
-
-
-class _Greeter(protocol.Protocol):
-    """Greets with the factory's name, then echoes."""
-
-    def connectionMade(self) -> None:
-        assert isinstance(self.factory, _GreeterFactory)
-        cast(ITCPTransport, self.transport).write(self.factory.name + b"\n")
-
-    def dataReceived(self, data: bytes) -> None:
-        cast(ITCPTransport, self.transport).write(data)
-
-
-class _GreeterFactory(protocol.ServerFactory):
-    protocol = _Greeter
-    noisy = False
-
-    def __init__(self, name: str) -> None:
-        self.name = name.encode()
+from tests.integration.backends import GreeterFactory
 
 
 def _listen(port: int, name: str, backlog: int) -> IListeningPort:
     tcp = cast(IReactorTCP, reactor)
-    return tcp.listenTCP(port, _GreeterFactory(name), backlog=backlog, interface="127.0.0.1")
+    return tcp.listenTCP(port, GreeterFactory(name), backlog=backlog, interface="127.0.0.1")
 
 
 def _port_number(port: IListeningPort) -> int:

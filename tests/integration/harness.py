@@ -14,16 +14,16 @@ from twisted.internet import reactor
 from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
-from ddiscover.app import EndpointFactory, build_service
+from ddiscover.app import build_service
 from ddiscover.catalog import Address
 from ddiscover.config import Config
-from ddiscover.health.checker import HealthChecker
+from ddiscover.health.checker import EndpointFactory, HealthChecker
 from ddiscover.proxy.forwarding import ProxyReactor
 from ddiscover.proxy.listeners import Listeners
 from ddiscover.registry.options import EtcdAccess
 from ddiscover.registry.watcher import RegistryWatcher
 from tests.integration.etcd import EtcdProcess
-from tests.integration.support import free_port
+from tests.integration.support import eventually, free_port
 
 
 def address(text: str) -> Address:
@@ -78,6 +78,10 @@ class InProcessTestCase(TestCase):
         assert isinstance(listeners, Listeners)
         assert isinstance(health, HealthChecker)
         self.watcher, self.listeners, self.health = watcher, listeners, health
+
+    async def all_up(self, *addresses: str) -> None:
+        """Wait until the health checker has every one of these ``host:port`` backends UP."""
+        await eventually(lambda: all(self.health.is_up(address(a)) for a in addresses))
 
     def put(self, key: str, value: str) -> None:
         """Write a key through the API under test."""

@@ -1,8 +1,8 @@
 """Child processes for the fault tests: ``twistd -n ddiscover``, the load client, the backends.
 
 Each is spawned on the test's reactor, reports on stdout, and is SIGKILLed (by PID) in the
-test's cleanup.  :class:`Ddiscover` also reads the process's own file descriptors and RSS
-from ``/proc`` and queries its stats port.
+test's cleanup.  :class:`Ddiscover` also counts the process's own file descriptors in
+``/proc`` and queries its stats port.
 """
 
 from __future__ import annotations
@@ -22,79 +22,33 @@ from twisted.internet.interfaces import IProcessTransport, IReactorProcess
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from tests.integration.support import eventually, eventually_async, free_port
-from tests.integration.test_twistd import ROOT, entrypoint, environment
+from tests.integration.procfs import open_fds
+from tests.integration.support import (
+    ROOT,
+    entrypoint,
+    environment,
+    eventually,
+    eventually_async,
+    free_port,
+)
 
 PRLIMIT = "/usr/bin/prlimit"
 
 
-def open_fds(pid: int) -> int:
-    """How many file descriptors process ``pid`` has open."""
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-_TCP_STATES = {
-    "01": "ESTABLISHED",
-    "06": "TIME_WAIT",
-    "07": "CLOSE",
-    "08": "CLOSE_WAIT",
-    "0A": "LISTEN",
-}
-
-
-def fd_kinds(pid: int) -> dict[str, int]:
-    """What process ``pid``'s descriptors are, counted by kind.
-
-    TCP sockets are named by state and ports (``tcp LISTEN :8080``, ``tcp ESTABLISHED ->
-    :2379``: the local port of a connection is left out, so connections to one server count
-    together); other descriptors by what ``/proc/PID/fd`` links to (``pipe``,
-    ``anon_inode:[eventpoll]``, a path).
-    """
-    sockets: dict[str, str] = {}
-    for table in ("tcp", "tcp6"):
-        with open(f"/proc/{pid}/net/{table}") as lines:
-            next(lines)
-            for line in lines:
-                fields = line.split()
-                local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
-                name = _TCP_STATES.get(state, state)
-                if name == "LISTEN":
-                    sockets[inode] = f"tcp LISTEN :{int(local.rsplit(':')[1], 16)}"
-                else:
-                    sockets[inode] = f"tcp {name} -> :{int(remote.rsplit(':')[1], 16)}"
-    kinds: dict[str, int] = {}
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except FileNotFoundError:
-            continue
-        if target.startswith("socket:["):
-            kind = sockets.get(target[8:-1], "socket (not TCP)")
-        elif target.startswith("pipe:"):
-            kind = "pipe"
-        else:
-            kind = target
-        kinds[kind] = kinds.get(kind, 0) + 1
-    return dict(sorted(kinds.items()))
-
-
-def rss_kib(pid: int) -> int:
-    """The resident set size of process ``pid``, in KiB."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for process {pid}")
-
-
 class _Lines(protocol.ProcessProtocol):
-    """Keeps a child's output; stdout lines are also queued for :meth:`Child.line`."""
+    """Keeps a child's output; stdout lines are also queued for :meth:`Child.line`.
+
+    When the child ends, ``exit_code`` (-1 if a signal ended it) and ``exit_signal`` are set,
+    then ``ended`` fires.
+    """
 
     def __init__(self) -> None:
         self.output = bytearray()
         self.lines: defer.DeferredQueue[str] = defer.DeferredQueue()
         self._partial = b""
         self.ended: defer.Deferred[None] = defer.Deferred()
+        self.exit_code = -1
+        self.exit_signal: int | None = None
 
     def outReceived(self, data: bytes) -> None:  # noqa: N802 (Twisted's name)
         self.output += data
@@ -107,7 +61,11 @@ class _Lines(protocol.ProcessProtocol):
         self.output += data
 
     def processEnded(self, reason: Failure) -> None:  # noqa: N802 (Twisted's name)
-        assert reason.check(ProcessDone, ProcessTerminated)
+        value = reason.value
+        assert isinstance(value, ProcessDone | ProcessTerminated)
+        if value.exitCode is not None:
+            self.exit_code = value.exitCode
+        self.exit_signal = value.signal
         self.ended.callback(None)
 
 
@@ -131,6 +89,16 @@ class Child:
     def running(self) -> bool:
         """Whether the child has not ended yet."""
         return not self._protocol.ended.called
+
+    @property
+    def exit_signal(self) -> int | None:
+        """The signal that ended the child, if one did."""
+        return self._protocol.exit_signal
+
+    async def ended(self) -> int:
+        """Wait until the child ends; its exit code, or -1 if a signal ended it."""
+        await self._protocol.ended
+        return self._protocol.exit_code
 
     async def line(self, timeout: float = 60.0) -> str:
         """The next line the child prints on stdout; fails the test after ``timeout``."""
@@ -194,13 +162,18 @@ class Ddiscover(Child):
             argv = [PRLIMIT, f"--nofile={nofile}:{nofile}", *argv]
         super().__init__(test, argv, environment(ETCD_HOST=etcd_url))
 
-    async def health(self) -> dict[str, Any]:
-        """``GET /health``, decoded; fails the test on any status but 200."""
+    async def status(self) -> tuple[int, dict[str, Any]]:
+        """``GET /health``: the status code and the decoded body."""
         response = await treq.get(
             f"http://127.0.0.1:{self.stats_port}/health", persistent=False, timeout=5
         )
-        assert response.code == 200, response.code
         body: dict[str, Any] = await response.json()
+        return response.code, body
+
+    async def health(self) -> dict[str, Any]:
+        """``GET /health``, decoded; fails the test on any status but 200."""
+        code, body = await self.status()
+        assert code == 200, code
         return body
 
     async def rows(self) -> dict[str, dict[str, str]]:
@@ -213,19 +186,23 @@ class Ddiscover(Child):
         rows = csv.DictReader(io.StringIO(text))
         return {f"{row['pxname']}/{row['svname']}": row for row in rows}
 
-    async def serving(self) -> None:
-        """Wait until the stats port answers and the registry is being watched."""
+    async def serving(self) -> dict[str, Any]:
+        """Wait until the stats port answers 200 and the registry is being watched; the body
+        of that answer."""
+        body: dict[str, Any] = {}
 
         async def watching() -> bool:
+            nonlocal body
             if not self.running:
                 raise AssertionError(f"twistd exited: {self.output}")
             try:
-                body = await self.health()
+                code, body = await self.status()
             except ConnectError:
                 return False
-            return bool(body["registry"]["state"] == "watching")
+            return code == 200 and body["registry"]["state"] == "watching"
 
         await eventually_async(watching, timeout=20)
+        return body
 
     async def all_up(self, *servers: str) -> None:
         """Wait until each ``service/server`` row says UP."""

@@ -1,11 +1,17 @@
-"""Helpers for end-to-end tests: free ports, blocking loopback clients run off the reactor
-thread, and waiting for a condition with a deadline instead of sleeping a fixed time."""
+"""Helpers for end-to-end tests: the checkout and how to start its processes, free ports,
+blocking loopback clients run off the reactor thread, and waiting for a condition with a
+deadline instead of sleeping a fixed time."""
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import socket
+import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import cast
 
 from twisted.internet import defer, protocol, reactor
@@ -15,6 +21,25 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
 CLIENT_TIMEOUT = 5.0
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def entrypoint() -> list[str]:
+    """The Dockerfile's ENTRYPOINT, with ``twistd`` resolved next to this Python."""
+    text = (ROOT / "Dockerfile").read_text()
+    match = re.search(r"^ENTRYPOINT (\[.*\])$", text, re.MULTILINE)
+    assert match is not None, "Dockerfile has no exec-form ENTRYPOINT"
+    argv: list[str] = json.loads(match.group(1))
+    assert argv[0] == "twistd"
+    return [str(Path(sys.executable).with_name("twistd")), *argv[1:]]
+
+
+def environment(**extra: str) -> dict[str, str]:
+    """This environment without ETCD_*, with the checkout first on the path (for the plugin)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env.update(extra)
+    return env
 
 
 def free_port() -> int:
@@ -56,11 +81,7 @@ async def greeting(port: int) -> str:
     return (await exchange(port)).split(b"\n", 1)[0].decode()
 
 
-async def eventually(
-    condition: Callable[[], bool],
-    timeout: float = 10.0,
-    clock: IReactorTime = reactor,
-) -> float:
+async def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> float:
     """Wait until ``condition()`` holds, checking every reactor millisecond; return the wait.
 
     Fails the test with :class:`AssertionError` after ``timeout`` seconds.
@@ -69,21 +90,19 @@ async def eventually(
     while not condition():
         if time.monotonic() - start > timeout:
             raise AssertionError(f"condition not met within {timeout}s")
-        await deferLater(clock, 0.001, lambda: None)
+        await deferLater(cast(IReactorTime, reactor), 0.001, lambda: None)
     return time.monotonic() - start
 
 
 async def eventually_async(
-    condition: Callable[[], Awaitable[bool]],
-    timeout: float = 10.0,
-    clock: IReactorTime = reactor,
+    condition: Callable[[], Awaitable[bool]], timeout: float = 10.0
 ) -> float:
     """Like :func:`eventually` for a condition that has to do I/O, such as connecting."""
     start = time.monotonic()
     while not await condition():
         if time.monotonic() - start > timeout:
             raise AssertionError(f"condition not met within {timeout}s")
-        await deferLater(clock, 0.01, lambda: None)
+        await deferLater(cast(IReactorTime, reactor), 0.01, lambda: None)
     return time.monotonic() - start
 
 

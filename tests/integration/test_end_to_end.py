@@ -6,8 +6,6 @@ from __future__ import annotations
 import time
 from typing import Any, ClassVar
 
-from twisted.internet import defer, reactor
-
 from ddiscover.registry.watcher import WatchState
 from tests.integration.backends import InProcessBackend, ProcessBackend
 from tests.integration.harness import InProcessTestCase, address
@@ -40,34 +38,22 @@ class EndToEndTests(InProcessTestCase):
         frontend = self.listeners.frontends().get(service)
         return frontend is not None and frontend.listening
 
-    def in_process_backend(self, name: str) -> InProcessBackend:
-        backend = InProcessBackend(reactor, name)
-        self.addCleanup(lambda: defer.Deferred.fromCoroutine(backend.stop()))
-        return backend
-
-    def process_backend(self, name: str) -> ProcessBackend:
-        backend = ProcessBackend(name)
-        self.addCleanup(backend.kill)
-        return backend
-
     async def serve_web(self, **backends: InProcessBackend | ProcessBackend) -> None:
         """Start ddiscover with service ``web`` on these backends and wait until all are UP."""
         self.start()
         self.register("web", self.port, **{key: b.address for key, b in backends.items()})
-        await eventually(
-            lambda: all(self.health.is_up(address(b.address)) for b in backends.values())
-        )
+        await self.all_up(*(b.address for b in backends.values()))
 
     async def test_service_appears_and_disappears_live(self) -> None:
         """A service written to etcd is listened for at once; deleting it stops the listener."""
-        backend = self.in_process_backend("alpha")
+        backend = InProcessBackend.started(self, "alpha")
         self.start()
         await eventually(lambda: self.watcher.state is WatchState.WATCHING)
         written = time.monotonic()
         self.register("web", self.port, a1=backend.address)
         await eventually(lambda: self.listening("web"))
         opened = time.monotonic() - written
-        await eventually(lambda: self.health.is_up(address(backend.address)))
+        await self.all_up(backend.address)
         self.assertEqual(await greeting(self.port), "alpha")
         print(f"\n    etcd write -> listener open: {opened * 1000:.1f} ms")
         self.assertLess(opened, 1.0)
@@ -78,7 +64,7 @@ class EndToEndTests(InProcessTestCase):
 
     async def test_round_robin_over_two_backends(self) -> None:
         """Consecutive connections alternate between the two UP backends."""
-        one, two = self.in_process_backend("one"), self.in_process_backend("two")
+        one, two = InProcessBackend.started(self, "one"), InProcessBackend.started(self, "two")
         await self.serve_web(b1=one, b2=two)
         names = [await greeting(self.port) for _ in range(6)]
         self.assertEqual(set(names), {"one", "two"})
@@ -87,7 +73,10 @@ class EndToEndTests(InProcessTestCase):
 
     async def test_killed_backend_goes_down_and_no_client_fails(self) -> None:
         """A SIGKILLed backend is DOWN within fall x inter (+1 inter) and no client notices."""
-        alive, doomed = self.process_backend("alive"), self.process_backend("doomed")
+        alive, doomed = (
+            ProcessBackend.started(self, "alive"),
+            ProcessBackend.started(self, "doomed"),
+        )
         await self.serve_web(a=alive, d=doomed)
         doomed.kill()
         killed = time.monotonic()
@@ -106,20 +95,20 @@ class EndToEndTests(InProcessTestCase):
 
     async def test_half_close_reaches_the_backend_and_the_reply_comes_back(self) -> None:
         """A client that shuts down its write side still gets the backend's whole reply."""
-        backend = self.process_backend("echo")
+        backend = ProcessBackend.started(self, "echo")
         self.start()
         self.register("web", self.port, e=backend.address)
-        await eventually(lambda: self.health.is_up(address(backend.address)))
+        await self.all_up(backend.address)
         payload = b"x" * 300_000
         reply = await exchange(self.port, payload, half_close=True)
         self.assertEqual(reply, b"echo\n" + payload)
 
     async def test_etcd_killed_and_restarted_without_closing_listeners(self) -> None:
         """With etcd dead, every listener stays and forwards; after restart, changes flow again."""
-        one, two = self.in_process_backend("one"), self.in_process_backend("two")
+        one, two = InProcessBackend.started(self, "one"), InProcessBackend.started(self, "two")
         self.start()
         self.register("web", self.port, b1=one.address)
-        await eventually(lambda: self.health.is_up(address(one.address)))
+        await self.all_up(one.address)
 
         self.etcd.kill()
         await eventually(lambda: self.watcher.state is WatchState.UNREACHABLE)
@@ -129,7 +118,7 @@ class EndToEndTests(InProcessTestCase):
         self.etcd.restart()
         await eventually(lambda: self.watcher.state is WatchState.WATCHING)
         self.put("/backends/web/b2", two.address)
-        await eventually(lambda: self.health.is_up(address(two.address)))
+        await self.all_up(two.address)
         self.assertEqual({await greeting(self.port) for _ in range(4)}, {"one", "two"})
         stopped = [line for line in self.logged if "stopped listening" in line]
         self.assertEqual(stopped, [])
@@ -138,7 +127,7 @@ class EndToEndTests(InProcessTestCase):
 
     async def test_bad_values_are_ignored_and_good_services_keep_working(self) -> None:
         """Bad keys are rejected one by one; the good service listens and forwards."""
-        backend = self.in_process_backend("good")
+        backend = InProcessBackend.started(self, "good")
         other_port = free_port()
         self.start()
         self.register("web", self.port, g=backend.address)
@@ -150,7 +139,7 @@ class EndToEndTests(InProcessTestCase):
         self.put("/backends/clash/c", backend.address)
         self.put("/backends/other/port", str(other_port))
         await eventually(lambda: self.listening("other"))
-        await eventually(lambda: self.health.is_up(address(backend.address)))
+        await self.all_up(backend.address)
         self.assertEqual(await greeting(self.port), "good")
         self.assertEqual(sorted(self.listeners.frontends()), ["other", "web"])
         rejections = self.watcher.catalog.rejections
@@ -172,7 +161,10 @@ class EndToEndTests(InProcessTestCase):
 
     async def test_killed_backend_goes_down_by_checks_alone(self) -> None:
         """With no traffic at all, checks take a SIGKILLed backend DOWN in fall x inter (+1)."""
-        alive, doomed = self.process_backend("alive"), self.process_backend("doomed")
+        alive, doomed = (
+            ProcessBackend.started(self, "alive"),
+            ProcessBackend.started(self, "doomed"),
+        )
         await self.serve_web(a=alive, d=doomed)
         doomed.kill()
         took = await eventually(lambda: not self.health.is_up(address(doomed.address)))
@@ -183,7 +175,7 @@ class EndToEndTests(InProcessTestCase):
 
     async def test_removal_from_etcd_spares_open_connections(self) -> None:
         """A deregistered backend, then a removed service: open connections carry on."""
-        one, two = self.process_backend("one"), self.process_backend("two")
+        one, two = ProcessBackend.started(self, "one"), ProcessBackend.started(self, "two")
         await self.serve_web(b1=one, b2=two)
         held = await HeldConnection.open(self.port)
         first = held.name

@@ -35,7 +35,8 @@ from tests.integration.faulty import (
     transitions_by_rise_fall,
 )
 from tests.integration.harness import InProcessTestCase, address
-from tests.integration.processes import Ddiscover, echo_server, load_client, open_fds, rss_kib
+from tests.integration.processes import Ddiscover, echo_server, load_client
+from tests.integration.procfs import open_fds, rss_kib
 from tests.integration.support import eventually, free_port, greeting
 
 MANY = 8000
@@ -184,7 +185,7 @@ class BackendFaultTests(InProcessTestCase):
     async def serve_web(self, **backends: str) -> None:
         """Register service ``web`` on these ``id=host:port`` backends; wait until all are UP."""
         self.register("web", self.port, **backends)
-        await eventually(lambda: all(self.health.is_up(address(b)) for b in backends.values()))
+        await self.all_up(*backends.values())
 
     def server(self, host_port: str) -> Counters:
         """The counters of the ``web`` backend at ``host_port``."""
@@ -257,8 +258,7 @@ class BackendFaultTests(InProcessTestCase):
     async def test_blackholed_backend_times_out_and_clients_are_redispatched(self) -> None:
         """Connects to a blackholed backend time out after connect-timeout, its clients reach
         the other backend, and it goes DOWN with L4TOUT."""
-        good = InProcessBackend(reactor, "good")
-        self.addCleanup(lambda: defer.Deferred.fromCoroutine(good.stop()))
+        good = InProcessBackend.started(self, "good")
         hole = BlackholeBackend("hole")
         self.addCleanup(lambda: defer.Deferred.fromCoroutine(hole.stop()))
         self.start(check_interval=1.0, connect_timeout=0.3)
@@ -294,8 +294,7 @@ class BackendFaultTests(InProcessTestCase):
     async def test_flapping_backend_follows_rise_and_fall_exactly(self) -> None:
         """A backend toggling faster than rise/fall changes state exactly as rise/fall says,
         and no connection is sent to it while it is DOWN."""
-        stable = InProcessBackend(reactor, "stable")
-        self.addCleanup(lambda: defer.Deferred.fromCoroutine(stable.stop()))
+        stable = InProcessBackend.started(self, "stable")
         flap = FlappingBackend("flap")
         self.addCleanup(lambda: defer.Deferred.fromCoroutine(flap.stop()))
         self.start()

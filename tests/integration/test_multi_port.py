@@ -3,56 +3,31 @@ the real reactor, and real loopback backends that greet each client with their n
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, ClassVar
 
-from hyperlink import URL
-from twisted.internet import defer, reactor
-from twisted.trial.unittest import TestCase
-
-from ddiscover.app import build_service
-from ddiscover.config import Config
-from ddiscover.health.checker import HealthChecker
-from ddiscover.proxy.forwarding import ProxyReactor
-from ddiscover.proxy.listeners import Listeners
 from tests.integration.backends import InProcessBackend
-from tests.integration.etcd import EtcdProcess
-from tests.integration.support import eventually, free_port, greeting
-from tests.integration.test_end_to_end import address
+from tests.integration.harness import InProcessTestCase, address
+from tests.integration.support import free_port, greeting
 
 
-class MultiPortTests(TestCase):
+class MultiPortTests(InProcessTestCase):
     """Each listen port of a service forwards to the matching port of its backends."""
 
     timeout = 30
+    settings: ClassVar[dict[str, Any]] = {
+        "check_interval": 0.1,
+        "rise": 1,
+        "connect_timeout": 1.0,
+        "drain_timeout": 1.0,
+    }
 
     def setUp(self) -> None:
-        self.etcd = EtcdProcess.started(self)
-        config = Config(
-            etcd=(URL.from_text(self.etcd.url),),
-            interface="127.0.0.1",
-            stats_port=0,
-            check_interval=0.1,
-            rise=1,
-            connect_timeout=1.0,
-            drain_timeout=1.0,
-        )
-        root = build_service(config, cast(ProxyReactor, reactor))
-        root.startService()
-        self.addCleanup(root.stopService)
-        health, listeners = root.getServiceNamed("health"), root.getServiceNamed("listeners")
-        assert isinstance(health, HealthChecker)
-        assert isinstance(listeners, Listeners)
-        self.health, self.listeners = health, listeners
+        super().setUp()
+        self.start()
 
     def backend(self, name: str) -> str:
         """Start a greeting backend called ``name``; its ``host:port``."""
-        backend = InProcessBackend(reactor, name)
-        self.addCleanup(lambda: defer.Deferred.fromCoroutine(backend.stop()))
-        return backend.address
-
-    async def all_up(self, *addresses: str) -> None:
-        """Wait until every one of ``addresses`` is UP."""
-        await eventually(lambda: all(self.health.is_up(address(a)) for a in addresses))
+        return InProcessBackend.started(self, name).address
 
     async def test_one_service_two_ports(self) -> None:
         """``port`` = ``P1,P2`` and backends ``host:B1,B2``: P1 reaches B1s and P2 reaches B2s."""

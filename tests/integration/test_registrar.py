@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import os
 import signal
 import sys
 import time
@@ -16,14 +15,12 @@ import urllib.error
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from twisted.internet import defer, protocol, reactor
-from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from tests.integration.etcd import EtcdProcess
-from tests.integration.support import eventually
+from tests.integration.processes import Child
+from tests.integration.support import environment, eventually
 
-ROOT = Path(__file__).resolve().parents[2]
 TTL = 2
 KEYS = {"/backends/web/r1": "127.0.0.1:9000", "/backends/web/port": "80"}
 
@@ -31,21 +28,6 @@ if TYPE_CHECKING:
     _Base = TestCase
 else:
     _Base = object
-
-
-class _Ended(protocol.ProcessProtocol):
-    def __init__(self) -> None:
-        self.ended: defer.Deferred[None] = defer.Deferred()
-        self.output = bytearray()
-
-    def outReceived(self, data: bytes) -> None:  # noqa: N802 (Twisted's name)
-        self.output += data
-
-    def errReceived(self, data: bytes) -> None:  # noqa: N802 (Twisted's name)
-        self.output += data
-
-    def processEnded(self, reason: Failure) -> None:  # noqa: N802 (Twisted's name)
-        self.ended.callback(None)
 
 
 class RegistrarProcessMixin(_Base):
@@ -60,11 +42,8 @@ class RegistrarProcessMixin(_Base):
     def keys(self) -> dict[str, str]:
         raise NotImplementedError
 
-    async def start(self) -> _Ended:
+    async def start(self) -> Child:
         """Start the registrar and wait until both keys are in etcd."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-        ended = _Ended()
         args = [
             str(Path(sys.executable).with_name("twistd")),
             "-n",
@@ -78,30 +57,23 @@ class RegistrarProcessMixin(_Base):
             "--id=r1",
             f"--ttl={TTL}",
         ]
-        self.process = reactor.spawnProcess(ended, args[0], args, env=env, path=str(ROOT))
-
-        def stop() -> defer.Deferred[None]:
-            if self.process.pid is not None:
-                self.process.signalProcess("KILL")
-            return ended.ended
-
-        self.addCleanup(stop)
+        registrar = Child(self, args, environment())
         await eventually(lambda: self.keys() == KEYS)
-        return ended
+        return registrar
 
     async def test_sigterm_deregisters(self) -> None:
         """SIGTERM removes both keys before the process exits."""
-        ended = await self.start()
-        os.kill(self.process.pid, signal.SIGTERM)
-        await ended.ended
-        self.assertEqual(self.keys(), {}, ended.output.decode())
+        registrar = await self.start()
+        registrar.signal(signal.SIGTERM)
+        await registrar.ended()
+        self.assertEqual(self.keys(), {}, registrar.output)
 
     async def test_sigkill_expires(self) -> None:
         """After SIGKILL the keys go within TTL + 1 s, not before the TTL has nearly run out."""
-        ended = await self.start()
-        os.kill(self.process.pid, signal.SIGKILL)
+        registrar = await self.start()
+        registrar.signal(signal.SIGKILL)
         killed = time.monotonic()
-        await ended.ended
+        await registrar.ended()
         await eventually(lambda: self.keys() == {}, timeout=TTL + 1)
         self.assertGreater(time.monotonic() - killed, TTL - 1)
 

@@ -25,9 +25,8 @@ from ddiscover.registry.client import Credentials, TLSFiles, build_http_client
 from ddiscover.registry.watcher import RegistryWatcher, WatchState
 from tests.integration.etcd import EtcdProcess
 from tests.integration.registry_support import Published, backends_of
-from tests.integration.support import eventually
+from tests.integration.support import entrypoint, environment, eventually
 from tests.integration.test_registry_behaviour import UNREACHABLE, _http
-from tests.integration.test_twistd import entrypoint, environment
 
 
 class _Logged:

@@ -17,21 +17,14 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any, ClassVar, TypeVar
 
-from hyperlink import URL
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 from twisted.internet.threads import deferToThread
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import SkipTest
 
-from ddiscover.app import build_service
-from ddiscover.catalog import Address
-from ddiscover.config import Config
-from ddiscover.health.checker import HealthChecker
-from ddiscover.proxy.forwarding import ProxyReactor
-from ddiscover.proxy.listeners import Listeners
 from tests.integration.backends import ProcessBackend
-from tests.integration.etcd import EtcdProcess
+from tests.integration.harness import InProcessTestCase, address
 from tests.integration.support import eventually, free_port, greeting
 
 try:
@@ -56,11 +49,6 @@ RED = "rgba(255, 144, 144, 1)"
 BLUE = "rgba(32, 160, 255, 1)"
 
 T = TypeVar("T")
-
-
-def address(text: str) -> Address:
-    host, _, port = text.rpartition(":")
-    return Address(host, int(port))
 
 
 class Browser:
@@ -111,10 +99,18 @@ class Browser:
         self.driver.quit()
 
 
-class StatsBrowserTests(TestCase):
+class StatsBrowserTests(InProcessTestCase):
     """The page a running ddiscover serves, as chromium renders it."""
 
     timeout = 90
+    settings: ClassVar[dict[str, Any]] = {
+        "stats_auth": (USER, PASSWORD),
+        "check_interval": 0.2,
+        "rise": 2,
+        "fall": 2,
+        "connect_timeout": 1.0,
+        "drain_timeout": 1.0,
+    }
 
     def setUp(self) -> None:
         missing = None
@@ -126,29 +122,9 @@ class StatsBrowserTests(TestCase):
             if os.environ.get("DDISCOVER_REQUIRE_BROWSER"):
                 self.fail(missing)
             raise SkipTest(missing)
-        self.etcd = EtcdProcess.started(self)
-        self.port = free_port()
+        super().setUp()
         self.stats_port = free_port()
-        config = Config(
-            etcd=(URL.from_text(self.etcd.url),),
-            interface="127.0.0.1",
-            stats_port=self.stats_port,
-            stats_auth=(USER, PASSWORD),
-            check_interval=0.2,
-            rise=2,
-            fall=2,
-            connect_timeout=1.0,
-            drain_timeout=1.0,
-            etcd_timeout=0.5,
-            watch_timeout=5.0,
-        )
-        self.root = build_service(config, cast(ProxyReactor, reactor))
-        self.root.startService()
-        self.addCleanup(self.root.stopService)
-        health = self.root.getServiceNamed("health")
-        listeners = self.root.getServiceNamed("listeners")
-        assert isinstance(health, HealthChecker) and isinstance(listeners, Listeners)
-        self.health, self.listeners = health, listeners
+        self.start(stats_port=self.stats_port)
         self.url = f"http://127.0.0.1:{self.stats_port}/;norefresh"
         # Kept after the test, for a person to look at: the paths are printed.
         self.shots = tempfile.mkdtemp(prefix="ddiscover-stats-browser-")
@@ -165,21 +141,16 @@ class StatsBrowserTests(TestCase):
         self.addCleanup(lambda: defer.Deferred.fromCoroutine(self.in_thread(browser.quit)))
         return browser
 
-    def backend(self, name: str) -> ProcessBackend:
-        backend = ProcessBackend(name)
-        self.addCleanup(backend.kill)
-        return backend
-
     async def test_rows_and_colours_follow_a_killed_backend(self) -> None:
         """UP rows are green; a SIGKILLed backend's row turns red; DRAIN is blue; no XSS."""
-        alpha, beta = self.backend("alpha"), self.backend("beta")
+        alpha, beta = ProcessBackend.started(self, "alpha"), ProcessBackend.started(self, "beta")
         self.etcd.put("/backends/web/port", str(self.port), ttl=30)
         self.etcd.put("/backends/web/alpha", alpha.address, ttl=30)
         self.etcd.put("/backends/web/beta", beta.address, ttl=30)
         self.etcd.put("/backends/web/broken", "not-an-address")
         self.etcd.put(f"/backends/{HOSTILE}/port", str(free_port()))
         self.etcd.put("/backends/clash/port", str(self.port))
-        await eventually(lambda: all(self.health.is_up(address(b.address)) for b in (alpha, beta)))
+        await self.all_up(alpha.address, beta.address)
         for _ in range(6):
             await greeting(self.port)
         browser = await self.open_browser()

@@ -8,58 +8,34 @@ live traffic the way Prometheus's would.
 from __future__ import annotations
 
 from itertools import pairwise
-from typing import cast
+from typing import Any, ClassVar
 
 import treq
-from hyperlink import URL
 from prometheus_client.parser import text_string_to_metric_families
-from twisted.internet import defer, reactor
-from twisted.trial.unittest import TestCase
+from twisted.internet import defer
 
-from ddiscover.app import build_service
-from ddiscover.config import Config
-from ddiscover.health.checker import HealthChecker
-from ddiscover.proxy.forwarding import ProxyReactor
-from ddiscover.registry.watcher import RegistryWatcher
 from tests.integration.backends import InProcessBackend
-from tests.integration.etcd import EtcdProcess
+from tests.integration.harness import InProcessTestCase
 from tests.integration.support import eventually, free_port, greeting
-from tests.integration.test_end_to_end import address
 
 Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-class MetricsScrapeTests(TestCase):
+class MetricsScrapeTests(InProcessTestCase):
     """What a Prometheus server scraping ddiscover sees."""
 
-    timeout = 60
+    settings: ClassVar[dict[str, Any]] = {
+        "check_interval": 0.2,
+        "rise": 1,
+        "fall": 2,
+        "connect_timeout": 1.0,
+        "drain_timeout": 1.0,
+    }
 
     def setUp(self) -> None:
-        self.etcd = EtcdProcess.started(self)
-        self.port, self.stats_port = free_port(), free_port()
-        config = Config(
-            etcd=(URL.from_text(self.etcd.url),),
-            interface="127.0.0.1",
-            stats_port=self.stats_port,
-            check_interval=0.2,
-            rise=1,
-            fall=2,
-            connect_timeout=1.0,
-            drain_timeout=1.0,
-            etcd_timeout=0.5,
-            watch_timeout=5.0,
-        )
-        root = build_service(config, cast(ProxyReactor, reactor))
-        root.startService()
-        self.addCleanup(root.stopService)
-        health, watcher = root.getServiceNamed("health"), root.getServiceNamed("registry")
-        assert isinstance(health, HealthChecker) and isinstance(watcher, RegistryWatcher)
-        self.health, self.watcher = health, watcher
-
-    def backend(self, name: str) -> InProcessBackend:
-        backend = InProcessBackend(reactor, name)
-        self.addCleanup(lambda: defer.Deferred.fromCoroutine(backend.stop()))
-        return backend
+        super().setUp()
+        self.stats_port = free_port()
+        self.start(stats_port=self.stats_port)
 
     async def scrape(self) -> Series:
         """Every ``ddiscover_*`` sample of one scrape, by name and labels."""
@@ -78,11 +54,9 @@ class MetricsScrapeTests(TestCase):
     async def test_counters_rise_during_traffic_and_removed_backends_vanish(self) -> None:
         """Every counter only goes up across scrapes under load; a deregistered backend's
         series are gone from the next scrape after the catalog drops it."""
-        one, two = self.backend("one"), self.backend("two")
-        self.etcd.put("/backends/web/port", str(self.port))
-        self.etcd.put("/backends/web/b1", one.address)
-        self.etcd.put("/backends/web/b2", two.address)
-        await eventually(lambda: all(self.health.is_up(address(b.address)) for b in (one, two)))
+        one, two = InProcessBackend.started(self, "one"), InProcessBackend.started(self, "two")
+        self.register("web", self.port, b1=one.address, b2=two.address)
+        await self.all_up(one.address, two.address)
 
         async def clients(count: int) -> None:
             for _ in range(count):
