@@ -11,8 +11,8 @@ from ddiscover.app import build_service
 from ddiscover.catalog import Address
 from ddiscover.config import Config
 from ddiscover.health.checker import HealthChecker
-from ddiscover.proxy.forwarding import ProxyReactor
 from ddiscover.proxy.listeners import Listeners
+from ddiscover.proxy.reactor import ProxyReactor
 from ddiscover.registry.etcd2 import HTTPClientLike
 from tests.fake_endpoints import FakeEndpoints
 from tests.fake_etcd import FakeEtcdV2Resource

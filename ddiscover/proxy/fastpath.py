@@ -63,11 +63,11 @@ from twisted.internet.posixbase import PosixReactorBase
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ddiscover.proxy.reactor import ProxyReactor
+
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall
     from twisted.internet.protocol import ClientFactory, ServerFactory
-
-    from ddiscover.proxy.forwarding import ProxyReactor
 
 #: Bytes per ``recv()`` on proxied sockets (Twisted's default is ``bufferSize``, 64 KiB).
 READ_SIZE = 256 * 1024

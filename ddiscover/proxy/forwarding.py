@@ -64,7 +64,6 @@ from twisted.internet.interfaces import (
     IConnector,
     IDelayedCall,
     IHalfCloseableProtocol,
-    IListeningPort,
 )
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -76,43 +75,9 @@ from ddiscover.health.result import CheckResult, CheckStatus, classify_failure
 from ddiscover.proxy import fastpath
 from ddiscover.proxy.balancer import Balancer, HealthView
 from ddiscover.proxy.counters import Counters
+from ddiscover.proxy.reactor import ProxyReactor
 
 log = make_logger()
-
-
-class ProxyReactor(Protocol):
-    """What the proxy needs of a reactor: TCP listen and connect, and the clock.
-
-    ``MemoryReactorClock`` satisfies it as is.  The global reactor's ``callLater`` returns a
-    ``DelayedCall``, which mypy-zope does not match against ``IDelayedCall`` structurally, so
-    the twistd edge casts the reactor to this type.
-    """
-
-    def listenTCP(
-        self,
-        port: int,
-        factory: protocol.ServerFactory,
-        backlog: int = ...,
-        interface: str = ...,
-    ) -> IListeningPort:
-        """Listen on ``interface:port`` with an accept queue of ``backlog``."""
-
-    def connectTCP(
-        self,
-        host: str,
-        port: int,
-        factory: protocol.ClientFactory,
-        timeout: float = ...,
-    ) -> IConnector:
-        """Connect to ``host:port``, giving up after ``timeout`` seconds."""
-
-    def callLater(
-        self, delay: float, callable: Callable[..., object], *args: object, **kw: object
-    ) -> IDelayedCall:
-        """Call ``callable`` after ``delay`` seconds."""
-
-    def seconds(self) -> float:
-        """The reactor's current time."""
 
 
 class SessionTracker(Protocol):

@@ -43,7 +43,8 @@ from ddiscover.proxy import fastpath
 from ddiscover.proxy.access_log import LoggedSession
 from ddiscover.proxy.balancer import Balancer, HealthView
 from ddiscover.proxy.counters import Counters
-from ddiscover.proxy.forwarding import ProxyReactor, ServiceProxy, Session
+from ddiscover.proxy.forwarding import ServiceProxy, Session
+from ddiscover.proxy.reactor import ProxyReactor
 
 log = make_logger()
 

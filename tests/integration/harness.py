@@ -17,9 +17,10 @@ from twisted.trial.unittest import TestCase
 from ddiscover.app import build_service
 from ddiscover.catalog import Address
 from ddiscover.config import Config
-from ddiscover.health.checker import EndpointFactory, HealthChecker
-from ddiscover.proxy.forwarding import ProxyReactor
+from ddiscover.health.checker import HealthChecker
+from ddiscover.health.probe import EndpointFactory
 from ddiscover.proxy.listeners import Listeners
+from ddiscover.proxy.reactor import ProxyReactor
 from ddiscover.registry.options import EtcdAccess
 from ddiscover.registry.watcher import RegistryWatcher
 from tests.integration.etcd import EtcdProcess

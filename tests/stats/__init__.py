@@ -24,8 +24,8 @@ from ddiscover.health.result import CheckResult, CheckStatus
 from ddiscover.health.state import HealthRecord
 from ddiscover.proxy.balancer import Admin
 from ddiscover.proxy.counters import Counters, SessionRate
-from ddiscover.proxy.forwarding import ProxyReactor
 from ddiscover.proxy.listeners import Listeners
+from ddiscover.proxy.reactor import ProxyReactor
 from ddiscover.registry.client import HTTPClientLike
 from ddiscover.stats.state import (
     KeyState,
