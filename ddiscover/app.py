@@ -11,22 +11,22 @@ from typing import cast
 from twisted.application import strports
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, quoteStringArgument
+from twisted.internet.endpoints import quoteStringArgument
 from twisted.internet.interfaces import (
     IReactorCore,
     IReactorTCP,
     IReactorTime,
-    IStreamClientEndpoint,
 )
 from twisted.web.client import HTTPConnectionPool
 from twisted.web.server import Site
 
 from ddiscover._log import make_logger
-from ddiscover.catalog import Address, Catalog, diff
+from ddiscover.catalog import Catalog, diff
 from ddiscover.config import Config
-from ddiscover.health.checker import EndpointFactory, HealthChecker
-from ddiscover.proxy.forwarding import ProxyReactor
+from ddiscover.health.checker import HealthChecker
+from ddiscover.health.probe import EndpointFactory, tcp_endpoint_factory
 from ddiscover.proxy.listeners import Listeners
+from ddiscover.proxy.reactor import ProxyReactor
 from ddiscover.registry.api import registry_client
 from ddiscover.registry.client import HTTPClientLike, build_http_client
 from ddiscover.registry.watcher import RegistryWatcher
@@ -86,16 +86,6 @@ class Discovery:
         self._listeners.reconcile(catalog)
 
 
-def tcp_endpoint_factory(reactor: ProxyReactor) -> EndpointFactory:
-    """Endpoints for health checks: plain TCP connects bounded by the given timeout."""
-
-    def endpoint_for(address: Address, timeout: float) -> IStreamClientEndpoint:
-        kind = TCP6ClientEndpoint if ":" in address.host else TCP4ClientEndpoint
-        return kind(cast(IReactorTCP, reactor), address.host, address.port, timeout=timeout)
-
-    return endpoint_for
-
-
 class _HTTPPoolService(Service):
     """Closes the etcd client's cached HTTP connections when ddiscover stops."""
 
@@ -128,7 +118,7 @@ def build_service(
         _HTTPPoolService(pool).setServiceParent(root)
     checker = HealthChecker(
         clock,
-        endpoint_for or tcp_endpoint_factory(reactor),
+        endpoint_for or tcp_endpoint_factory(tcp),
         interval=config.check_interval,
         rise=config.rise,
         fall=config.fall,

@@ -64,6 +64,10 @@ class Attempt:
         """Fail as the connector does when its ``timeout`` expires."""
         self.deferred.errback(error.TimeoutError())
 
+    def not_resolved(self) -> None:
+        """Fail as a hostname endpoint does when the name does not resolve."""
+        self.deferred.errback(error.DNSLookupError(self.address.host))
+
     def emfile(self) -> None:
         """Fail as ``connectTCP`` does when the process has no file descriptor left."""
         self.deferred.errback(_errno_error(error.ConnectBindError, errno.EMFILE))

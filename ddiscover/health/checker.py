@@ -14,19 +14,17 @@ from functools import partial
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import ConnectingCancelledError
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
 from ddiscover._log import make_logger
 from ddiscover.catalog import Address, Catalog
-from ddiscover.health.result import CheckResult, CheckStatus, classify_failure
+from ddiscover.health.probe import EndpointFactory, connect_check
+from ddiscover.health.result import CheckResult
 from ddiscover.health.state import HealthRecord, discovered, next_record
-
-EndpointFactory = Callable[[Address, float], IStreamClientEndpoint]
-"""Builds the endpoint for one check: ``(address, connect timeout) -> endpoint``."""
 
 Subscriber = Callable[[Address, HealthRecord, HealthRecord], None]
 """Called with ``(address, old, new)`` whenever an address goes UP or DOWN."""
@@ -50,28 +48,6 @@ _UP = (
 def _uniform_jitter(limit: float) -> float:
     """A delay spread evenly over ``[0, limit]``, so registrations in a burst check apart."""
     return random.uniform(0, limit)
-
-
-class _CloseAtOnce(Protocol):
-    """The check's end of a connection: the connect is all it proves, so it closes at once.
-
-    ``loseConnection`` rather than ``abortConnection``: nothing was written, so there is nothing
-    to flush and it releases the socket on the next reactor turn just as soon, and it is part
-    of ``ITransport``, which every endpoint's transport provides (``abortConnection`` is only
-    promised by ``ITCPTransport``).  Closing here, not where the connect Deferred fires, means
-    the socket is released even if that Deferred's consumer has gone away.
-    """
-
-    def connectionMade(self) -> None:
-        assert self.transport is not None
-        self.transport.loseConnection()
-
-
-class _CheckFactory(Factory):
-    """Builds :class:`_CloseAtOnce`; quiet, since it starts and stops on every check."""
-
-    protocol = _CloseAtOnce
-    noisy = False
 
 
 class _Loop:
@@ -130,6 +106,8 @@ class _Loop:
         """Run the check and count its result, unless the loop was stopped meanwhile."""
         try:
             result = await self._check()
+        except (CancelledError, ConnectingCancelledError):
+            return  # stop() cancelled the check under way
         finally:
             self._inflight = None
         if not self._stopped:
@@ -251,12 +229,7 @@ class HealthChecker(Service):
 
     async def _check(self, address: Address) -> CheckResult:
         """Connect to ``address`` once and say how it went; every failure becomes a result."""
-        started = self._clock.seconds()
-        try:
-            await self._endpoint_for(address, self._timeout).connect(_CheckFactory())
-        except Exception:
-            return classify_failure(Failure(), self._clock.seconds() - started)
-        return CheckResult(CheckStatus.L4OK, "", self._clock.seconds() - started)
+        return await connect_check(self._endpoint_for(address, self._timeout), self._clock)
 
     def _count(self, address: Address, result: CheckResult) -> None:
         """Fold a check or reported result into the address's record; log and notify changes."""

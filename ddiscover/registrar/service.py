@@ -15,21 +15,19 @@ lease, before the process exits.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Protocol
 
 import attrs
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.endpoints import connectProtocol
-from twisted.internet.error import ConnectError, ConnectingCancelledError
-from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
-from twisted.internet.protocol import Protocol as TwistedProtocol
+from twisted.internet.error import ConnectingCancelledError
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
 from ddiscover._log import make_logger
 from ddiscover.catalog import Address
+from ddiscover.health.probe import EndpointFactory, connect_check
 from ddiscover.registry.api import choose_api
 from ddiscover.registry.client import EtcdHTTP, RegistryError, b64
 
@@ -37,8 +35,6 @@ log = make_logger()
 
 _KEY_NOT_FOUND = 404
 _LEASE_NOT_FOUND = 5
-
-EndpointFactory = Callable[[Address, float], IStreamClientEndpoint]
 
 
 @attrs.frozen
@@ -173,14 +169,6 @@ class V3Keeper:
                 raise
 
 
-class _Probe(TwistedProtocol):
-    """Connects, and hangs up at once."""
-
-    def connectionMade(self) -> None:
-        assert self.transport is not None
-        self.transport.loseConnection()
-
-
 class Registrar(Service):
     """Runs the register/refresh cycle every ``ttl / 3`` seconds until stopped.
 
@@ -265,11 +253,7 @@ class Registrar(Service):
         if self._check is None or self._endpoint_for is None:
             return True
         endpoint = self._endpoint_for(self._check, min(self.interval, 5.0))
-        try:
-            await connectProtocol(endpoint, _Probe())
-        except ConnectError:
-            return False
-        return True
+        return (await connect_check(endpoint, self._clock)).ok
 
     async def _cycle(self) -> None:
         keeper = await self._keeper_for_api()

@@ -111,7 +111,7 @@ def makeService(options: Options) -> IService:
     """Resolve the reactor and build the registrar with its HTTP client."""
     from twisted.internet import reactor  # noqa: PLC0415 (twistd may install another)
 
-    from ddiscover.app import tcp_endpoint_factory  # noqa: PLC0415
+    from ddiscover.health.probe import tcp_endpoint_factory  # noqa: PLC0415
 
     set_level(options["log-level"])
     http, pool = build_http_client(reactor, options.access.tls, 5.0)

@@ -31,7 +31,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ddiscover.catalog import Address
-from ddiscover.health.checker import EndpointFactory
+from ddiscover.health.probe import EndpointFactory
 from ddiscover.health.result import CheckResult, CheckStatus, classify_failure
 from tests.integration.backends import GreeterFactory
 

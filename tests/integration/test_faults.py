@@ -16,15 +16,15 @@ from typing import Any, ClassVar, cast
 
 from twisted.internet import defer, reactor
 from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import IReactorTCP
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.trial.unittest import TestCase
 
-from ddiscover.app import EndpointFactory, tcp_endpoint_factory
 from ddiscover.catalog import Address
+from ddiscover.health.probe import EndpointFactory, tcp_endpoint_factory
 from ddiscover.health.result import CheckStatus
 from ddiscover.health.state import HealthRecord
 from ddiscover.proxy.counters import Counters
-from ddiscover.proxy.forwarding import ProxyReactor
 from tests.integration.backends import InProcessBackend
 from tests.integration.etcd import EtcdProcess
 from tests.integration.faulty import (
@@ -178,7 +178,7 @@ class BackendFaultTests(InProcessTestCase):
 
     def start(self, endpoint_for: EndpointFactory | None = None, **overrides: Any) -> None:
         """Start ddiscover with every check and passive report recorded in ``outcomes``."""
-        checks = self.outcomes.endpoints(tcp_endpoint_factory(cast(ProxyReactor, reactor)))
+        checks = self.outcomes.endpoints(tcp_endpoint_factory(cast(IReactorTCP, reactor)))
         super().start(endpoint_for or checks, **overrides)
         self.patch(self.health, "report", self.outcomes.reporting(self.health.report))
 
