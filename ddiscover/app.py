@@ -136,7 +136,13 @@ def build_service(
         watch_timeout=config.watch_timeout,
         credentials=config.etcd_access.credentials,
     )
-    watcher = RegistryWatcher(client, clock, config.prefix, discovery.apply)
+    watcher = RegistryWatcher(
+        client,
+        clock,
+        config.prefix,
+        discovery.apply,
+        sync_deadline=config.watch_timeout + config.etcd_timeout,
+    )
     for name, child in (("health", checker), ("listeners", listeners), ("registry", watcher)):
         child.setName(name)
         child.setServiceParent(root)

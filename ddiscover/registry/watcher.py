@@ -65,12 +65,15 @@ class RegistryWatcher(Service):
         prefix: str,
         on_catalog: Callable[[Catalog], None],
         backoff: Callable[[int], float] = DEFAULT_BACKOFF,
+        *,
+        sync_deadline: float = 65.0,
     ) -> None:
         self._client = client
         self._clock = clock
         self._prefix = normalise_prefix(prefix)
         self._on_catalog = on_catalog
         self._backoff = backoff
+        self._sync_deadline = sync_deadline
         self._entries: dict[str, Entry] = {}
         self._seen: dict[str, float] = {}
         self._published = False
@@ -81,6 +84,7 @@ class RegistryWatcher(Service):
         self.state_since = clock.seconds()
         self.last_index: int | None = None
         self.last_event_at: float | None = None
+        self.last_sync_at: float | None = None
         self.events = 0
         self.resyncs = 0
 
@@ -104,6 +108,27 @@ class RegistryWatcher(Service):
     def api(self) -> str:
         """The etcd API in use: ``"v2"`` or ``"v3"`` (``"auto"`` until it is detected)."""
         return self._client.api
+
+    @property
+    def alive(self) -> bool:
+        """Whether the watch loop is running: waiting on etcd, or on a retry timer."""
+        return self._running is not None and not self._running.called
+
+    @property
+    def in_sync(self) -> bool:
+        """Whether the cached keys are known to match etcd now.
+
+        True only while the loop is alive and watching, and etcd confirmed the view (a
+        listing, a change, or word that nothing changed) within ``sync_deadline`` seconds:
+        the longest a healthy watch goes without news.
+        """
+        last = self.last_sync_at
+        return (
+            self.alive
+            and self.state is WatchState.WATCHING
+            and last is not None
+            and self._clock.seconds() - last <= self._sync_deadline
+        )
 
     def startService(self) -> None:
         """Start the watch loop; the first catalog is published after the first listing."""
@@ -179,6 +204,7 @@ class RegistryWatcher(Service):
         self._entries = dict(snapshot.entries)
         self._seen = dict.fromkeys(self._entries, self._clock.seconds())
         self.last_index = snapshot.index
+        self.last_sync_at = self._clock.seconds()
         self._rebuild()
         if recovered:
             self.resyncs += 1
@@ -198,6 +224,7 @@ class RegistryWatcher(Service):
         self.last_index = index
         changed = False
         now = self._clock.seconds()
+        self.last_sync_at = now
         for change in changes:
             self.events += 1
             self.last_event_at = now

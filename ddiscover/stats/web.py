@@ -27,7 +27,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.template import renderElement
 
 from ddiscover.proxy.listeners import Listeners
-from ddiscover.registry.watcher import RegistryWatcher, WatchState
+from ddiscover.registry.watcher import RegistryWatcher
 from ddiscover.stats.admin import AdminError, apply_action
 from ddiscover.stats.formats import to_csv, to_json
 from ddiscover.stats.metrics import MetricsResource, metrics_registry
@@ -56,7 +56,7 @@ class HealthResource(Resource):
             "status": "serving" if serving else "stopping",
             "registry": {
                 "state": self._watcher.state.value,
-                "in_sync": self._watcher.state is WatchState.WATCHING,
+                "in_sync": self._watcher.in_sync,
                 "endpoint": str(self._watcher.endpoint),
             },
             "services": len(frontends),

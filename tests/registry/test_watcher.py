@@ -482,3 +482,49 @@ class SeenTests(WatcherTestCase):
         self.etcd.delete("/backends/web")
         self.stub.flush()
         self.assertEqual(dict(self.watcher.seen), {})
+
+
+class InSyncTests(WatcherTestCase):
+    """``in_sync`` is true only while etcd has confirmed the view recently and the loop runs."""
+
+    def make_watcher(self, on_catalog: Callable[[Catalog], None]) -> RegistryWatcher:
+        return RegistryWatcher(
+            self.client, self.clock, "/backends/", on_catalog, backoff=backoff, sync_deadline=65
+        )
+
+    def test_listing_and_events_confirm(self) -> None:
+        """A listing, then each change read, is a sync; the age counts from the last one."""
+        self.assertFalse(self.watcher.in_sync)
+        self.assertFalse(self.watcher.alive)
+        self.watcher.startService()
+        self.assertTrue(self.watcher.alive)
+        self.assertTrue(self.watcher.in_sync)
+        self.assertEqual(self.watcher.last_sync_at, 1000)
+        self.clock.advance(30)
+        self.register_web()
+        self.assertEqual(self.watcher.last_sync_at, 1030)
+
+    def test_unreachable_is_not_in_sync(self) -> None:
+        """While etcd cannot be read the view is not in sync, even right after a good one."""
+        self.watcher.startService()
+        self.etcd.fail_next(503, b"", times=5)
+        self.etcd.cut_waits()
+        self.stub.flush()
+        self.assertTrue(self.watcher.alive)
+        self.assertFalse(self.watcher.in_sync)
+
+    def test_stale_view_is_not_in_sync(self) -> None:
+        """A watch that brought no news for longer than the deadline is not in sync."""
+        self.watcher.startService()
+        self.etcd.stall_next()
+        self.clock.advance(65)
+        self.assertTrue(self.watcher.in_sync)
+        self.clock.advance(0.5)
+        self.assertFalse(self.watcher.in_sync)
+
+    def test_stopped_is_not_alive(self) -> None:
+        """A stopped watcher is neither alive nor in sync."""
+        self.watcher.startService()
+        self.stop()
+        self.assertFalse(self.watcher.alive)
+        self.assertFalse(self.watcher.in_sync)
