@@ -35,7 +35,7 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
 from ddiscover.catalog import Address
@@ -112,15 +112,20 @@ class _CheckProtocol(Protocol):
         self._parser.receive_data(data)
         self._read()
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if not self.answer.called:
             message = "connection closed before a complete response"
             self._settle(_Problem(CheckStatus.L7RSP, message))
 
     def time_out(self) -> None:
-        """The check's time is up: give up on the response and abort the connection."""
+        """The check's time is up: give up on the response and abort the connection.
+
+        Aborted rather than closed: a server that does not answer may not read either, and
+        a close would wait for our request to be read.
+        """
         if not self.answer.called:
-            self._settle(_Problem(CheckStatus.L7TOUT))
+            self.answer.callback(_Problem(CheckStatus.L7TOUT))
+            self._abort()
 
     def _read(self) -> None:
         try:
@@ -143,6 +148,10 @@ class _CheckProtocol(Protocol):
             self.transport.loseConnection()
 
     def _cancel(self, _answer: Deferred[h11.Response | _Problem]) -> None:
+        self._abort()
+
+    def _abort(self) -> None:
+        """Drop the connection now (``abortConnection`` is ITCPTransport's, not ITransport's)."""
         if self.transport is not None:
             abort = getattr(self.transport, "abortConnection", self.transport.loseConnection)
             abort()

@@ -179,7 +179,7 @@ class HttpCheckTests(SynchronousTestCase):
         self.clock.advance(0.01)
         result = self.successResultOf(checking)
         self.assertEqual((result.status, result.duration), (CheckStatus.L7TOUT, 1.0))
-        self.assertTrue(endpoint.transport.disconnecting)
+        self.assertTrue(endpoint.transport.disconnected)
 
     def test_timer_cancelled(self) -> None:
         """An answer in time leaves no delayed call behind."""
