@@ -67,6 +67,35 @@ class KeyLinesTests(SynchronousTestCase):
         self.assertEqual(lines[("services", "jwilder/*")], 7)
         self.assertEqual(lines[("services", "jwilder/*", "check_expect")], 8)
 
+    def test_every_key_found(self) -> None:
+        """Every key path tomllib reads from a document mixing all forms has a line."""
+        text = (
+            "top = 1\n"
+            "[defaults]\n"
+            'a = "x" # c\n'
+            'b = { c = 1, "d.e" = { f = [1, {g = 2}] } }\n'
+            "[services]\n"
+            '"x/*".rise = 2\n'
+            "'lit'.fall = 3\n"
+            '[services."web"]\n'
+            'check_expect = [\n  200, # ok\n  "300-399",\n]\n'
+            '[services."web".deeper]\n'
+            "k = '''a\nb'''\n"
+        )
+
+        def paths(table: dict[str, object], prefix: tuple[str, ...]) -> set[tuple[str, ...]]:
+            found = set()
+            for key, value in table.items():
+                found.add((*prefix, key))
+                if isinstance(value, dict):
+                    found |= paths(value, (*prefix, key))
+            return found
+
+        lines = key_lines(text)
+        self.assertEqual(paths(tomllib.loads(text), ()) - set(lines), set())
+        self.assertEqual(lines[("services", "web", "deeper", "k")], 14)
+        self.assertEqual(lines[("defaults", "b", "d.e", "f")], 4)
+
     def test_fallback_to_table(self) -> None:
         """A key that was not found takes the line of the closest table that was."""
         lines = key_lines('[services."web"]\nrise = 2\n')
