@@ -18,6 +18,8 @@ services shares and an exact table what one of them needs on top.  "More specifi
 this order: an exact name beats any glob; then more literal characters (those outside ``*``,
 ``?`` and ``[...]``); then more single-character wildcards (``?`` and ``[...]``, which match
 less than ``*``); then fewer ``*``; then the table written first.
+``port`` may only be set under an exact name: the services a glob (or ``[defaults]``) applies
+to cannot all listen on one port.
 
 A file that cannot be read, is not TOML, or has one bad key or value is rejected as a whole,
 with one line naming the file, the line and the key; :func:`reread` returns that line instead
@@ -188,7 +190,13 @@ def read_services_file(path: str) -> ServicesFile:
             raise ServicesFileError(f"{at('services', pattern)}: a service name cannot be empty")
         name = _table_name(pattern)
         table = layer(raw, ("services", pattern), Source.FILE_SERVICE, name)
-        tables.append(ServiceTable(pattern, table, order))
+        entry = ServiceTable(pattern, table, order)
+        if "port" in table.settings and not specificity(pattern)[0]:
+            raise ServicesFileError(
+                f"{at('services', pattern, 'port')}: {name} port needs an exact service name: "
+                "the services a glob matches cannot share one port"
+            )
+        tables.append(entry)
     return ServicesFile(path, defaults, tuple(tables))
 
 

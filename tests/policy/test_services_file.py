@@ -111,6 +111,10 @@ class ServicesFileTests(SynchronousTestCase):
             "[defaults]\nport = 80\n": "FILE:2: [defaults] port cannot be a default: every "
             "service needs its own port",
             '[services.""]\nrise = 1\n': "FILE:1: a service name cannot be empty",
+            '[services."web-*"]\nrise = 1\nport = 80\n': (
+                'FILE:3: [services."web-*"] port needs an exact service name: '
+                "the services a glob matches cannot share one port"
+            ),
         }
         for text, line in cases.items():
             self.assertEqual(self.rejection(text), line)
