@@ -16,12 +16,17 @@ from twisted.python.failure import Failure
 
 
 class CheckStatus(enum.Enum):
-    """haproxy's check status codes that a TCP connect can produce."""
+    """haproxy's check status codes that a TCP connect or an HTTP check can produce."""
 
     L4OK = "L4OK"
     L4CON = "L4CON"
     L4TOUT = "L4TOUT"
     SOCKERR = "SOCKERR"
+    L7OK = "L7OK"
+    L7OKC = "L7OKC"
+    L7STS = "L7STS"
+    L7RSP = "L7RSP"
+    L7TOUT = "L7TOUT"
 
     @property
     def description(self) -> str:
@@ -34,6 +39,11 @@ _DESCRIPTIONS = {
     CheckStatus.L4CON: "Layer4 connection problem",
     CheckStatus.L4TOUT: "Layer4 timeout",
     CheckStatus.SOCKERR: "Socket error",
+    CheckStatus.L7OK: "Layer7 check passed",
+    CheckStatus.L7OKC: "Layer7 check conditionally passed",
+    CheckStatus.L7STS: "Layer7 wrong status",
+    CheckStatus.L7RSP: "Layer7 invalid response",
+    CheckStatus.L7TOUT: "Layer7 timeout",
 }
 
 _LOCAL_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
