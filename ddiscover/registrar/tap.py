@@ -19,7 +19,8 @@ from twisted.python import usage
 from twisted.web.client import HTTPConnectionPool
 
 from ddiscover._log import set_level
-from ddiscover.registrar.service import Registrar, Registration
+from ddiscover.registrar.keys import Registration
+from ddiscover.registrar.service import Registrar
 from ddiscover.registry.client import EtcdHTTP, build_http_client
 from ddiscover.registry.layout import BadValueError, parse_address, parse_port
 from ddiscover.registry.options import (
