@@ -8,6 +8,7 @@ lease that is gone (etcd lost it, or it expired while etcd was unreachable) is w
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Protocol
 
 import attrs
@@ -18,8 +19,10 @@ from ddiscover.registry.client import EtcdHTTP, RegistryError, b64
 
 log = make_logger()
 
-_KEY_NOT_FOUND = 404
-_LEASE_NOT_FOUND = 5
+_HTTP_NOT_FOUND = HTTPStatus.NOT_FOUND
+"""v2 answers a write with ``prevExist=true`` or a delete of a missing key with HTTP 404."""
+_GRPC_NOT_FOUND = 5
+"""The gRPC code v3 gives ``lease/revoke`` for a lease that no longer exists."""
 
 
 @attrs.frozen
@@ -44,8 +47,12 @@ class Registration:
         return f"{self.prefix}/{self.service}/port"
 
     def values(self) -> dict[str, str]:
-        """Each key and the value it must hold."""
-        return {self.id_key: str(self.address), self.port_key: str(self.port)}
+        """Each key and the value it must hold, the port key first.
+
+        ddiscover rejects a backend of a service that has no port key, so writing the id key
+        first would make every new service log a transient "no port key" error.
+        """
+        return {self.port_key: str(self.port), self.id_key: str(self.address)}
 
 
 class Keeper(Protocol):
@@ -76,7 +83,7 @@ class V2Keeper:
         self, key: str, query: tuple[tuple[str, str], ...], form: dict[str, str]
     ) -> int:
         reply = await self._etcd.call("PUT", _segments(key), query=query, data=form)
-        if reply.code not in (200, 201, _KEY_NOT_FOUND):
+        if reply.code not in (200, 201, _HTTP_NOT_FOUND):
             raise RegistryError(self._etcd.endpoint, f"writing {key}: HTTP {reply.code}")
         return reply.code
 
@@ -93,7 +100,7 @@ class V2Keeper:
             code = await self._write(
                 key, (("refresh", "true"), ("prevExist", "true")), {"ttl": ttl}
             )
-            if code == _KEY_NOT_FOUND:
+            if code == _HTTP_NOT_FOUND:
                 await self.register()
                 return
 
@@ -101,7 +108,7 @@ class V2Keeper:
         """Delete both keys (one already gone is fine)."""
         for key in self._registration.values():
             reply = await self._etcd.call("DELETE", _segments(key))
-            if reply.code not in (200, _KEY_NOT_FOUND):
+            if reply.code not in (200, _HTTP_NOT_FOUND):
                 raise RegistryError(self._etcd.endpoint, f"deleting {key}: HTTP {reply.code}")
 
 
@@ -150,5 +157,5 @@ class V3Keeper:
         try:
             await self._etcd.v3("lease/revoke", {"ID": str(lease)})
         except RegistryError as e:
-            if e.code != _LEASE_NOT_FOUND:
+            if e.code != _GRPC_NOT_FOUND:
                 raise

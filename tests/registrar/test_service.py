@@ -106,7 +106,7 @@ class V2Tests(RegistrarTestCase):
         index = self.etcd.index
         self.clock.advance(5)
         self.assertEqual(
-            self.etcd.requests[-1], "/v2/keys/backends/web/port?refresh=true&prevExist=true"
+            self.etcd.requests[-1], "/v2/keys/backends/web/abc?refresh=true&prevExist=true"
         )
         self.assertEqual(self.etcd.index, index + 2)
         self.assertEqual(self.etcd._history[-1].index, index)  # refreshes make no event
@@ -114,6 +114,19 @@ class V2Tests(RegistrarTestCase):
         self.assertEqual(self.etcd.values(), {})
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertEqual(len(self.logged("deregistered")), 1)
+
+    def test_port_key_first(self) -> None:
+        """The port key is written before the id key, on the first write and after expiry, so
+        ddiscover never sees a backend of a service without a port."""
+        self.service.startService()
+        self.etcd.expire("/backends/web/port")
+        self.etcd.expire("/backends/web/abc")
+        self.clock.advance(5)
+        self.assertEqual(
+            [uri for uri in self.etcd.requests if "?" not in uri],
+            ["/v2/keys/backends/web/port", "/v2/keys/backends/web/abc"] * 2,
+        )
+        self.successResultOf(self.service.stopService())
 
     def test_expired_meanwhile(self) -> None:
         """A key that expired (etcd unreachable too long) is written again."""
