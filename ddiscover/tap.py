@@ -16,6 +16,7 @@ from twisted.python import usage
 
 from ddiscover import __version__
 from ddiscover._log import set_level
+from ddiscover.command import with_log_level
 from ddiscover.config import Config
 from ddiscover.process import freeze_startup_objects, raise_fd_limit, stop_gracefully_on_sigterm
 from ddiscover.registry.options import (
@@ -179,4 +180,6 @@ def makeService(options: Options) -> IService:
     raise_fd_limit()
     reactor.callWhenRunning(stop_gracefully_on_sigterm, reactor, reactor.stop)
     reactor.callWhenRunning(freeze_startup_objects)
-    return build_service(options.config, reactor)
+    return with_log_level(
+        build_service(options.config, reactor), options.config.log_level, options
+    )

@@ -19,6 +19,7 @@ from twisted.python import usage
 from twisted.web.client import HTTPConnectionPool
 
 from ddiscover._log import set_level
+from ddiscover.command import with_log_level
 from ddiscover.registrar.keys import Registration
 from ddiscover.registrar.service import Registrar
 from ddiscover.registry.client import EtcdHTTP, build_http_client
@@ -131,4 +132,4 @@ def makeService(options: Options) -> IService:
         check=options.check,
         endpoint_for=tcp_endpoint_factory(reactor),
     )
-    return _RegistrarService(registrar, pool)
+    return with_log_level(_RegistrarService(registrar, pool), options["log-level"], options)

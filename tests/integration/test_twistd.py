@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 
+import treq
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
@@ -95,3 +96,34 @@ class TwistdTests(TestCase):
         self.assertIn("service web appeared on port", output)
         self.assertRegex(output, r"draining \d+ connections for up to 5.0s")
         self.assertIn("received SIGTERM", output)
+
+
+class QuietLogTests(TestCase):
+    """At ``--log-level info`` an idle ddiscover logs nothing per request."""
+
+    timeout = 60
+
+    async def test_nothing_per_request(self) -> None:
+        """Stats hits on every path, health checks and etcd connections add no line; Twisted's
+        own per-connection and per-listener lines never appear."""
+        etcd = EtcdProcess.started(self)
+        port = free_port()
+        process = Ddiscover(self, etcd.url, "--check-interval", "0.2", "--rise", "1")
+        await process.serving()
+        backend = ProcessBackend.started(self, "real")
+        etcd.put("/backends/web/port", str(port), ttl=30)
+        etcd.put("/backends/web/r1", backend.address, ttl=30)
+        await process.all_up("web/r1")
+        before = process.output
+        for _ in range(10):
+            for path in ("/health", "/;csv", "/;json", "/metrics", "/"):
+                response = await treq.get(
+                    f"http://127.0.0.1:{process.stats_port}{path}", persistent=False, timeout=5
+                )
+                await response.content()
+            self.assertEqual(await greeting(port), "real")
+        await process.all_up("web/r1")
+        self.assertEqual(process.output[len(before) :].splitlines(), [])
+        self.assertIn("service web: listening on", before)
+        for chatter in ("Starting factory", "Stopping factory", " starting on ", '"GET '):
+            self.assertNotIn(chatter, process.output)
