@@ -2,7 +2,8 @@
 
 :func:`with_log_level` applies ``--log-level`` to everything the process logs: ddiscover's own
 loggers through txaio, and, under twistd, every event (Twisted's too) through a filter on the
-application's log observer (:func:`ddiscover._log.level_filter`).  twistd starts logging only
+application's log observer (:func:`ddiscover._log.level_filter`).  :class:`CommandOptions` makes
+a bad option end twistd with one line instead of the whole usage text.  twistd starts logging only
 after ``makeService``, so nothing it logs escapes the filter.
 """
 
@@ -14,10 +15,36 @@ from typing import Any
 
 from twisted.application.service import IService, MultiService
 from twisted.logger import ILogObserver, textFileLogObserver
+from twisted.python import usage
 from twisted.python.components import Componentized
 from twisted.python.logfile import LogFile
 
 from ddiscover._log import level_filter, set_level
+
+
+class CommandOptions(usage.Options):
+    """Options of a twistd subcommand whose errors are one line under twistd.
+
+    twistd prints its whole usage text (about 60 lines, which is what ``docker logs`` shows)
+    before the error of a subcommand's option.  Under twistd (``parent`` is set before a
+    subcommand parses), a :class:`~twisted.python.usage.UsageError` ends the process here
+    with ``twistd <command>: <error> (see twistd <command> --help)`` on stderr, exit status 1;
+    elsewhere it propagates.
+    """
+
+    command = ""
+    """The subcommand's name, as typed after ``twistd``."""
+
+    def parseOptions(self, options: list[str] | None = None) -> None:  # noqa: N802 (Twisted's)
+        """Parse ``options``; under twistd, a usage error exits with one line."""
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            if getattr(self, "parent", None) is None:
+                raise
+            raise SystemExit(
+                f"twistd {self.command}: {e} (see twistd {self.command} --help)"
+            ) from None
 
 
 def twistd_observer(twistd: Mapping[str, Any]) -> ILogObserver | None:

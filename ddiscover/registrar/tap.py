@@ -19,7 +19,7 @@ from twisted.python import usage
 from twisted.web.client import HTTPConnectionPool
 
 from ddiscover._log import set_level
-from ddiscover.command import with_log_level
+from ddiscover.command import CommandOptions, with_log_level
 from ddiscover.registrar.keys import Registration
 from ddiscover.registrar.service import Registrar
 from ddiscover.registry.client import EtcdHTTP, build_http_client
@@ -33,9 +33,10 @@ from ddiscover.registry.options import (
 )
 
 
-class Options(usage.Options):
+class Options(CommandOptions):
     """Options of ``twistd ddiscover-register``; ``--etcd`` falls back to ``$ETCD_HOST``."""
 
+    command = "ddiscover-register"
     synopsis = "--service NAME --port PORT --address HOST:PORT [options]"
     longdesc = (
         "Keep <prefix>/<service>/<id> = HOST:PORT and <prefix>/<service>/port = PORT alive in "
