@@ -3,7 +3,9 @@ option errors, forwarding end to end, and a graceful SIGTERM that drains open co
 
 from __future__ import annotations
 
+import json
 import signal
+import sys
 
 import treq
 from twisted.internet.utils import getProcessOutputAndValue
@@ -13,6 +15,7 @@ from tests.integration.backends import ProcessBackend
 from tests.integration.etcd import EtcdProcess
 from tests.integration.processes import Ddiscover
 from tests.integration.support import (
+    ROOT,
     HeldConnection,
     entrypoint,
     environment,
@@ -139,3 +142,38 @@ class QuietLogTests(TestCase):
         self.assertIn("service web: listening on", before)
         for chatter in ("Starting factory", "Stopping factory", " starting on ", '"GET '):
             self.assertNotIn(chatter, process.output)
+
+
+def healthcheck() -> list[str]:
+    """The Dockerfile's HEALTHCHECK command, with ``python`` resolved to this Python."""
+    lines = (ROOT / "Dockerfile").read_text().splitlines()
+    [command] = [line.strip()[4:] for line in lines if line.strip().startswith("CMD [")]
+    python, *args = json.loads(command)
+    assert python == "python", python
+    return [sys.executable, *args]
+
+
+class HealthcheckTests(TestCase):
+    """The Dockerfile's HEALTHCHECK, run as Docker would, against a real twistd ddiscover."""
+
+    timeout = 60
+
+    async def check(self, port: int) -> tuple[int, list[str]]:
+        """Run the healthcheck against the stats port ``port``: exit status and output."""
+        argv = healthcheck()
+        env = environment(DDISCOVER_HEALTH_URL=f"http://127.0.0.1:{port}/health")
+        out, err, code = await getProcessOutputAndValue(argv[0], argv[1:], env=env)
+        return code, (out + err).decode().strip().splitlines()
+
+    async def test_healthy_and_not(self) -> None:
+        """0 while ddiscover serves; 1 with one line naming the URL when nothing answers."""
+        etcd = EtcdProcess.started(self)
+        process = Ddiscover(self, etcd.url)
+        await process.serving()
+        self.assertEqual(await self.check(process.stats_port), (0, []))
+        port = free_port()
+        code, lines = await self.check(port)
+        self.assertEqual(code, 1)
+        [line] = lines
+        self.assertTrue(line.startswith(f"http://127.0.0.1:{port}/health: "), line)
+        self.assertIn("Connection refused", line)
