@@ -8,6 +8,7 @@ lease that is gone (etcd lost it, or it expired while etcd was unreachable) is w
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Protocol
 
@@ -16,6 +17,7 @@ import attrs
 from ddiscover._log import make_logger
 from ddiscover.catalog import Address
 from ddiscover.registry.client import EtcdHTTP, RegistryError, b64
+from ddiscover.text import clip
 
 log = make_logger()
 
@@ -112,6 +114,16 @@ class V2Keeper:
                 raise RegistryError(self._etcd.endpoint, f"deleting {key}: HTTP {reply.code}")
 
 
+def _whole(value: object) -> int | None:
+    """A whole number from a v3 JSON reply (which spells int64 as a string), else ``None``."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
 class V3Keeper:
     """Both keys on one lease; keepalive refreshes it, revoking it deletes them at once."""
 
@@ -123,9 +135,12 @@ class V3Keeper:
     async def register(self) -> None:
         """Grant a lease and put both keys on it in one transaction."""
         reply = await self._etcd.v3("lease/grant", {"TTL": self._registration.ttl})
-        lease = int(reply.get("ID", 0))
+        lease = _whole(reply.get("ID"))
         if not lease:
-            raise RegistryError(self._etcd.endpoint, "lease/grant returned no lease ID")
+            raise RegistryError(
+                self._etcd.endpoint,
+                f"lease/grant returned no lease ID, got {clip(repr(reply.get('ID')))}",
+            )
         self.lease = lease
         puts = [
             {"request_put": {"key": b64(key), "value": b64(value), "lease": str(lease)}}
@@ -140,7 +155,7 @@ class V3Keeper:
             return
         reply = await self._etcd.v3("lease/keepalive", {"ID": str(self.lease)})
         result = reply.get("result")
-        if not isinstance(result, dict) or int(result.get("TTL", 0)) <= 0:
+        if not isinstance(result, dict) or (_whole(result.get("TTL")) or 0) <= 0:
             log.info(
                 "lease {lease} is gone; registering {key} again",
                 lease=self.lease,
@@ -159,3 +174,9 @@ class V3Keeper:
         except RegistryError as e:
             if e.code != _GRPC_NOT_FOUND:
                 raise
+
+
+KeeperFactory = Callable[[EtcdHTTP, Registration], Keeper]
+
+KEEPERS: Mapping[str, KeeperFactory] = {"v2": V2Keeper, "v3": V3Keeper}
+"""The keeper of each etcd API."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
 from twisted.application.internet import backoffPolicy
@@ -29,7 +29,7 @@ from ddiscover._log import make_logger
 from ddiscover.catalog import Address
 from ddiscover.health.probe import EndpointFactory, connect_check
 from ddiscover.health.result import CheckResult, CheckStatus
-from ddiscover.registrar.keys import Keeper, Registration, V2Keeper, V3Keeper
+from ddiscover.registrar.keys import KEEPERS, Keeper, KeeperFactory, Registration
 from ddiscover.registry.api import choose_api
 from ddiscover.registry.client import EtcdHTTP, RegistryError
 from ddiscover.text import clip
@@ -66,7 +66,7 @@ class Registrar(Service):
     ``check``, the backend is registered only while ``check`` accepts TCP connections.  After a
     failure the next attempt waits ``backoff(failures)`` seconds (Twisted's ``backoffPolicy``
     from 1 s, doubling), never longer than the cycle: the keys must be refreshed as soon as
-    etcd can take them again.
+    etcd can take them again.  ``keepers`` holds the keeper of each API.
     """
 
     def __init__(
@@ -79,6 +79,7 @@ class Registrar(Service):
         check: Address | None = None,
         endpoint_for: EndpointFactory | None = None,
         jitter: Callable[[], float] = random.random,
+        keepers: Mapping[str, KeeperFactory] = KEEPERS,
     ) -> None:
         if check is not None and endpoint_for is None:
             raise ValueError("a check needs an endpoint factory")
@@ -88,6 +89,7 @@ class Registrar(Service):
         self._api = api
         self._check = check
         self._endpoint_for = endpoint_for
+        self._keepers = keepers
         self._keeper: Keeper | None = None
         self._loop: Deferred[None] | None = None
         self._restart: IDelayedCall | None = None
@@ -214,8 +216,7 @@ class Registrar(Service):
             api = self._api
             if api == "auto":
                 api = await self._doing(RegistrarState.CHOOSING_API, choose_api(self._etcd))
-            keeper = V2Keeper if api == "v2" else V3Keeper
-            self._keeper = keeper(self._etcd, self._registration)
+            self._keeper = self._keepers[api](self._etcd, self._registration)
         return self._keeper
 
     async def _probe(self) -> CheckResult:

@@ -284,18 +284,19 @@ class SupervisionTests(RegistrarTestCase):
         self.assertEqual(service.state, RegistrarState.STOPPED)
 
     def test_hostile_reply_backs_off_and_registers_again(self) -> None:
-        """A reply shaped as etcd never sends (a lease ID that is no number) is a bug-class
-        failure: logged once with its traceback, backed off 1, 2, 4 s, then registered."""
+        """A reply shaped as etcd never sends (a lease ID that is no number) is one line, not a
+        crash: backed off 1, 2, 4 s, then registered."""
         etcd = FakeEtcdV3Resource()
         etcd.fail_next(200, b'{"ID": "not a number"}', times=3)
         service = self.registrar(etcd, "v3")
         service.startService()
         self.assertEqual(service.state, RegistrarState.BACKING_OFF)
-        [failure] = self.tracebacks()
-        self.assertIsInstance(failure.value, ValueError)
         self.assertEqual(
-            self.logged("failed on a bug"),
-            ["registering /backends/web/abc failed on a bug; registering again in 1s"],
+            self.logged("trying again"),
+            [
+                "etcd http://etcd.test:2379: lease/grant returned no lease ID, "
+                "got 'not a number'; trying again in 1s"
+            ],
         )
         grants = []
         for delay in (1, 2, 4):
@@ -303,12 +304,24 @@ class SupervisionTests(RegistrarTestCase):
             grants.append(len([r for r in etcd.requests if r[0] == "/v3/lease/grant"]))
             self.clock.advance(0.01)
         self.assertEqual(grants, [1, 2, 3])
-        self.assertEqual(len(self.tracebacks()), 3)
+        self.assertEqual(self.tracebacks(), [])
         self.assertTrue(service.registered)
         self.assertEqual(len(etcd.keys()), 2)
         self.assertEqual((service.state, service.failures), (RegistrarState.WAITING, 0))
         self.successResultOf(service.stopService())
-        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 3)
+
+    def test_keepalive_without_a_number(self) -> None:
+        """A keepalive whose TTL is no number counts as a lost lease: registered again."""
+        etcd = FakeEtcdV3Resource()
+        service = self.registrar(etcd, "v3")
+        service.startService()
+        [lease] = etcd.leases
+        etcd.fail_next(200, b'{"result": {"TTL": "soon"}}')
+        self.clock.advance(5)
+        self.assertTrue(service.registered)
+        self.assertNotIn(lease, [etcd.lease_of(k) for k in list(etcd.keys())])
+        self.assertEqual(self.tracebacks(), [])
+        self.successResultOf(service.stopService())
 
     def test_backoff_capped_at_interval(self) -> None:
         """An etcd down for long is retried at least every ttl/3, so keys come back at once."""
@@ -325,20 +338,41 @@ class SupervisionTests(RegistrarTestCase):
         self.assertEqual(self.tracebacks(), [])
         self.successResultOf(service.stopService())
 
-    def test_failed_refresh_registers_again(self) -> None:
-        """After a failure that is not etcd's, the next cycle writes every key again."""
-        etcd = FakeEtcdV3Resource()
-        service = self.registrar(etcd, "v3")
+    def test_bug_registers_again(self) -> None:
+        """A failure that is not etcd's is logged once with its traceback, and the next
+        attempt writes every key again rather than refreshing."""
+        calls: list[str] = []
+
+        class BrokenOnce:
+            def __init__(self, etcd: object, registration: Registration) -> None:
+                pass
+
+            async def register(self) -> None:
+                calls.append("register")
+
+            async def refresh(self) -> None:
+                calls.append("refresh")
+                if calls.count("refresh") == 1:
+                    raise KeyError("a bug")
+
+            async def deregister(self) -> None:
+                calls.append("deregister")
+
+        service = self.registrar(FakeEtcdV3Resource(), "v3", keepers={"v3": BrokenOnce})
         service.startService()
-        [lease] = etcd.leases
-        etcd.fail_next(200, b'{"result": {"TTL": "soon"}}')
         self.clock.advance(5)
-        self.assertFalse(service.registered)
+        self.assertEqual((service.registered, service.state), (False, RegistrarState.BACKING_OFF))
+        [failure] = self.tracebacks()
+        self.assertIsInstance(failure.value, KeyError)
+        self.assertEqual(
+            self.logged("failed on a bug"),
+            ["registering /backends/web/abc failed on a bug; registering again in 1s"],
+        )
         self.clock.advance(1)
-        self.assertTrue(service.registered)
-        self.assertNotIn(lease, [etcd.lease_of(k) for k in list(etcd.keys())])
+        self.clock.advance(5)
+        self.assertEqual(calls, ["register", "refresh", "register", "refresh"])
         self.successResultOf(service.stopService())
-        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
 
     def test_loop_restarted(self) -> None:
         """Should the loop itself end on a bug, it is logged and started again."""
