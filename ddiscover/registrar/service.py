@@ -20,7 +20,7 @@ from typing import TypeVar
 
 from twisted.application.internet import backoffPolicy
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
@@ -96,6 +96,7 @@ class Registrar(Service):
         self._step = RegistrarState.STOPPED
         self._stopping = False
         self._check_ok: bool | None = None
+        self._last_bug: tuple[type[BaseException], str] | None = None
         self.registered = False
         self.failures = 0
         """Consecutive failed cycles; 0 after a good one."""
@@ -133,8 +134,10 @@ class Registrar(Service):
         loop.addErrback(self._loop_ended, loop)
 
     def _loop_ended(self, failure: Failure, loop: Deferred[None]) -> None:
-        # _run catches everything it can; this is the supervisor's last line.
-        if failure.check(CancelledError) or loop is not self._loop:
+        # _run catches everything it can; this is the supervisor's last line.  stopService
+        # forgets the loop before cancelling it, so any other end, even a cancellation
+        # nobody asked for, is a bug to log and recover from.
+        if loop is not self._loop:
             return
         self._loop = None
         self.failures += 1
@@ -164,12 +167,15 @@ class Registrar(Service):
         self._stopping = True
         try:
             await self._keeper.deregister()
-        except Exception as e:
+        except RegistryError as e:
             log.warn(
                 "could not deregister {key}: {error}",
                 key=self._registration.id_key,
-                error=clip(str(e) or type(e).__name__),
+                error=clip(str(e)),
             )
+            return
+        except Exception:
+            log.failure("could not deregister {key}", key=self._registration.id_key)
             return
         finally:
             self._stopping = False
@@ -183,16 +189,14 @@ class Registrar(Service):
             except Exception:
                 if not self.running:
                     raise  # cancelled by stopService, whichever error the cancel raised
-                self._failed(Failure())
-                await self._doing(
-                    RegistrarState.BACKING_OFF, deferLater(self._clock, self._delay())
-                )
+                delay = self._failed(Failure())
+                await self._doing(RegistrarState.BACKING_OFF, deferLater(self._clock, delay))
                 continue
             self.failures = 0
             await self._doing(RegistrarState.WAITING, deferLater(self._clock, self.interval))
 
-    def _failed(self, failure: Failure) -> None:
-        """Log one failed cycle once, and make the next cycle write everything again."""
+    def _failed(self, failure: Failure) -> float:
+        """Log one failed cycle once; the delay before the next attempt."""
         self.failures += 1
         delay = self._delay()
         if failure.check(RegistryError):
@@ -202,14 +206,25 @@ class Registrar(Service):
                 error=clip(str(failure.value)),
                 delay=delay,
             )
-            return
+            return delay
+        self.registered = False  # write every key again, not a refresh
+        bug = (failure.type, str(failure.value))
+        if bug == self._last_bug:  # its traceback is in the log already, once is enough
+            log.warn(
+                "registering {key} failed again ({error}); registering again in {delay:g}s",
+                key=self._registration.id_key,
+                error=clip(f"{failure.type.__name__}: {failure.value}"),
+                delay=delay,
+            )
+            return delay
+        self._last_bug = bug
         log.failure(
             "registering {key} failed on a bug; registering again in {delay:g}s",
             failure=failure,
             key=self._registration.id_key,
             delay=delay,
         )
-        self.registered = False
+        return delay
 
     async def _keeper_for_api(self) -> Keeper:
         if self._keeper is None:

@@ -339,8 +339,8 @@ class SupervisionTests(RegistrarTestCase):
         self.successResultOf(service.stopService())
 
     def test_bug_registers_again(self) -> None:
-        """A failure that is not etcd's is logged once with its traceback, and the next
-        attempt writes every key again rather than refreshing."""
+        """A failure that is not etcd's is logged with its traceback once (the same one again
+        in one line), and the next attempt writes every key again rather than refreshing."""
         calls: list[str] = []
 
         class BrokenOnce:
@@ -352,7 +352,7 @@ class SupervisionTests(RegistrarTestCase):
 
             async def refresh(self) -> None:
                 calls.append("refresh")
-                if calls.count("refresh") == 1:
+                if calls.count("refresh") <= 2:
                     raise KeyError("a bug")
 
             async def deregister(self) -> None:
@@ -369,8 +369,19 @@ class SupervisionTests(RegistrarTestCase):
             ["registering /backends/web/abc failed on a bug; registering again in 1s"],
         )
         self.clock.advance(1)
+        self.clock.advance(5)  # the same bug again: one line, no second traceback
+        self.assertEqual(len(self.tracebacks()), 1)
+        self.assertEqual(
+            self.logged("failed again"),
+            [
+                "registering /backends/web/abc failed again (KeyError: 'a bug'); "
+                "registering again in 1s"
+            ],
+        )
+        self.clock.advance(1)
         self.clock.advance(5)
-        self.assertEqual(calls, ["register", "refresh", "register", "refresh"])
+        self.assertEqual(calls, ["register", "refresh"] * 3)  # the third refresh works
+        self.assertTrue(service.registered)
         self.successResultOf(service.stopService())
         self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
 
