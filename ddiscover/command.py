@@ -51,9 +51,10 @@ def twistd_observer(twistd: Mapping[str, Any]) -> ILogObserver | None:
     """The observer twistd makes from its own options (``--nodaemon``, ``--logfile``).
 
     ``None`` where twistd decides alone: with ``--logger`` it ignores the application's
-    observer, and ``--syslog`` is left to it.
+    observer, and ``--syslog`` is left to it.  ``None`` too under another runner, such as
+    ``twist``, which filters its log with its own ``--log-level``.
     """
-    if twistd.get("logger") or twistd.get("syslog"):
+    if "nodaemon" not in twistd or twistd.get("logger") or twistd.get("syslog"):
         return None
     path = twistd.get("logfile") or ""
     if path == "-" or (not path and twistd.get("nodaemon")):

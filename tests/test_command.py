@@ -76,7 +76,8 @@ class WithLogLevelTests(SynchronousTestCase):
         self.assertIsNone(application.getComponent(ILogObserver))
 
     def test_twistd_decides(self) -> None:
-        """With --logger or --syslog, twistd's own choice stands."""
-        self.assertIsNone(twistd_observer({"logger": "my.observer"}))
-        self.assertIsNone(twistd_observer({"syslog": True}))
+        """With --logger or --syslog, twistd's own choice stands; twist has its own filter."""
+        self.assertIsNone(twistd_observer({"nodaemon": True, "logger": "my.observer"}))
+        self.assertIsNone(twistd_observer({"nodaemon": True, "syslog": True}))
+        self.assertIsNone(twistd_observer({"logLevel": "info", "logFile": None}))  # twist
         self.assertIsInstance(twistd_observer({"logfile": "-", "nodaemon": True}), FileLogObserver)
