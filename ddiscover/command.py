@@ -20,6 +20,7 @@ from twisted.python.components import Componentized
 from twisted.python.logfile import LogFile
 
 from ddiscover._log import level_filter, set_level
+from ddiscover.text import clip
 
 
 class CommandOptions(usage.Options):
@@ -43,7 +44,7 @@ class CommandOptions(usage.Options):
             if getattr(self, "parent", None) is None:
                 raise
             raise SystemExit(
-                f"twistd {self.command}: {e} (see twistd {self.command} --help)"
+                f"twistd {self.command}: {clip(str(e))} (see twistd {self.command} --help)"
             ) from None
 
 

@@ -212,6 +212,18 @@ class OneLineErrorTests(SynchronousTestCase):
             e = self.assertRaises(SystemExit, _Twistd().parseOptions, ["ddiscover", *args])
             self.assertEqual(e.code, f"twistd ddiscover: {error} (see twistd ddiscover --help)")
 
+    def test_long_value_clipped(self) -> None:
+        """A huge value is cut in the line, which gives its size."""
+        e = self.assertRaises(
+            SystemExit,
+            _Twistd().parseOptions,
+            ["ddiscover", "--etcd", "h:1", "--rise", "9" * 10**5],
+        )
+        line = str(e.code)
+        self.assertLess(len(line), 400)
+        self.assertIn("bytes)", line)
+        self.assertTrue(line.endswith("(see twistd ddiscover --help)"), line)
+
     def test_outside_twistd(self) -> None:
         """Parsed on their own, the options raise UsageError as usual."""
         self.assertRaises(usage.UsageError, Options({}).parseOptions, ["--bogus"])
