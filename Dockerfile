@@ -23,8 +23,11 @@ RUN pip install --no-cache-dir . \
 WORKDIR /
 # The stats port; EXPOSE documents it, host networking ignores it.
 EXPOSE 1936
+# Healthy while /health answers 200: the registry is in sync and ddiscover is not stopping
+# (docs/stats.md). Python's own urllib, as the image has no curl; a failure is one line in
+# `docker inspect`. With another --stats-port, set DDISCOVER_HEALTH_URL to match.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:1936/health', timeout=2)"]
+    CMD ["python", "-c", "import os, sys, urllib.request as r\nurl = os.environ.get('DDISCOVER_HEALTH_URL', 'http://127.0.0.1:1936/health')\ntry: r.urlopen(url, timeout=2)\nexcept Exception as e: sys.exit(f'{url}: {e}')"]
 # SIGTERM stops accepting at once and lets open connections drain for up to --drain-timeout
 # (8 s by default), inside `docker stop`'s 10 s. --pidfile= keeps a stale twistd.pid from
 # blocking `docker restart`.

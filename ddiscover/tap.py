@@ -16,6 +16,7 @@ from twisted.python import usage
 
 from ddiscover import __version__
 from ddiscover._log import set_level
+from ddiscover.command import CommandOptions, with_log_level
 from ddiscover.config import Config
 from ddiscover.process import freeze_startup_objects, raise_fd_limit, stop_gracefully_on_sigterm
 from ddiscover.registry.options import (
@@ -74,9 +75,10 @@ def _parse_interface(name: str, raw: str) -> str:
         raise usage.UsageError(f"--{name} {raw!r} is not an IP address") from None
 
 
-class Options(usage.Options):
+class Options(CommandOptions):
     """Options of ``twistd ddiscover``; values on the command line win over ``ETCD_HOST``."""
 
+    command = "ddiscover"
     synopsis = "[options]"
     longdesc = (
         "Watch etcd for services registered the docker-register way "
@@ -179,4 +181,6 @@ def makeService(options: Options) -> IService:
     raise_fd_limit()
     reactor.callWhenRunning(stop_gracefully_on_sigterm, reactor, reactor.stop)
     reactor.callWhenRunning(freeze_startup_objects)
-    return build_service(options.config, reactor)
+    return with_log_level(
+        build_service(options.config, reactor), options.config.log_level, options
+    )

@@ -1,5 +1,7 @@
 """Tests for :mod:`ddiscover.tap`: option parsing, validation and the ETCD_HOST fallback."""
 
+from typing import Any, ClassVar
+
 from hyperlink import URL
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
@@ -174,3 +176,54 @@ class OtherOptionTests(SynchronousTestCase):
         """``--access-log`` is a flag, off by default."""
         self.assertFalse(parse(["--etcd", "h:1"]).access_log)
         self.assertTrue(parse(["--etcd", "h:1", "--access-log"]).access_log)
+
+
+class _Twistd(usage.Options):
+    """A parent command that runs ``ddiscover`` as twistd does: as a usage subcommand."""
+
+    subCommands: ClassVar[list[list[Any]]] = [  # noqa: N815 (Twisted's name)
+        ["ddiscover", None, lambda: Options({}), "proxy"]
+    ]
+
+
+class OneLineErrorTests(SynchronousTestCase):
+    """Under twistd a bad option ends the process with one line, not the usage text."""
+
+    def test_bad_value(self) -> None:
+        """The line names the command, the option and the value, and points at --help."""
+        e = self.assertRaises(
+            SystemExit,
+            _Twistd().parseOptions,
+            ["ddiscover", "--etcd", "h:1", "--check-interval", "x"],
+        )
+        self.assertEqual(
+            e.code,
+            "twistd ddiscover: --check-interval must be a number >= 0.01, got 'x' "
+            "(see twistd ddiscover --help)",
+        )
+
+    def test_unknown_and_missing(self) -> None:
+        """Twisted's own parsing errors get the same one line."""
+        for args, error in (
+            (["--bogus"], "option --bogus not recognized"),
+            (["--rise"], "option --rise requires argument"),
+            ([], "--etcd is required (or set ETCD_HOST), e.g. 10.0.0.5:2379"),
+        ):
+            e = self.assertRaises(SystemExit, _Twistd().parseOptions, ["ddiscover", *args])
+            self.assertEqual(e.code, f"twistd ddiscover: {error} (see twistd ddiscover --help)")
+
+    def test_long_value_clipped(self) -> None:
+        """A huge value is cut in the line, which gives its size."""
+        e = self.assertRaises(
+            SystemExit,
+            _Twistd().parseOptions,
+            ["ddiscover", "--etcd", "h:1", "--rise", "9" * 10**5],
+        )
+        line = str(e.code)
+        self.assertLess(len(line), 400)
+        self.assertIn("bytes)", line)
+        self.assertTrue(line.endswith("(see twistd ddiscover --help)"), line)
+
+    def test_outside_twistd(self) -> None:
+        """Parsed on their own, the options raise UsageError as usual."""
+        self.assertRaises(usage.UsageError, Options({}).parseOptions, ["--bogus"])

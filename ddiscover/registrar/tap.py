@@ -19,7 +19,9 @@ from twisted.python import usage
 from twisted.web.client import HTTPConnectionPool
 
 from ddiscover._log import set_level
-from ddiscover.registrar.service import Registrar, Registration
+from ddiscover.command import CommandOptions, with_log_level
+from ddiscover.registrar.keys import Registration
+from ddiscover.registrar.service import Registrar
 from ddiscover.registry.client import EtcdHTTP, build_http_client
 from ddiscover.registry.layout import BadValueError, parse_address, parse_port
 from ddiscover.registry.options import (
@@ -31,9 +33,10 @@ from ddiscover.registry.options import (
 )
 
 
-class Options(usage.Options):
+class Options(CommandOptions):
     """Options of ``twistd ddiscover-register``; ``--etcd`` falls back to ``$ETCD_HOST``."""
 
+    command = "ddiscover-register"
     synopsis = "--service NAME --port PORT --address HOST:PORT [options]"
     longdesc = (
         "Keep <prefix>/<service>/<id> = HOST:PORT and <prefix>/<service>/port = PORT alive in "
@@ -130,4 +133,4 @@ def makeService(options: Options) -> IService:
         check=options.check,
         endpoint_for=tcp_endpoint_factory(reactor),
     )
-    return _RegistrarService(registrar, pool)
+    return with_log_level(_RegistrarService(registrar, pool), options["log-level"], options)

@@ -216,6 +216,7 @@ class SecureEtcdTests(TestCase):
         self.assertTrue(
             last.endswith(
                 f": --etcd-cafile {missing!r} cannot be read: No such file or directory"
+                " (see twistd ddiscover --help)"
             ),
             last,
         )

@@ -8,13 +8,17 @@ from urllib.parse import parse_qs
 
 from hyperlink import URL
 from treq.testing import StubTreq
+from twisted.internet.error import DNSLookupError
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.task import Clock
-from twisted.logger import capturedLogs
+from twisted.logger import capturedLogs, formatEvent
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Request
 
 from ddiscover.catalog import Address
-from ddiscover.registrar.service import Registrar, Registration
+from ddiscover.registrar.keys import Registration
+from ddiscover.registrar.service import Registrar, RegistrarState
 from ddiscover.registry.client import EtcdHTTP
 from tests.fake_endpoints import FakeEndpoints
 from tests.fake_etcd import FakeEtcdV2Resource
@@ -72,10 +76,17 @@ class RegistrarTestCase(SynchronousTestCase):
         self.stub = StubTreq(resource)
         etcd = EtcdHTTP(self.stub, self.clock, [ENDPOINT], request_timeout=5.0)  # type: ignore[arg-type]
         self.logs = self.enterContext(capturedLogs())
+        kwargs.setdefault("jitter", lambda: 0.0)
         return Registrar(etcd, self.clock, WEB, api, **kwargs)  # type: ignore[arg-type]
 
     def logged(self, fragment: str) -> list[str]:
-        return [e["log_format"] for e in self.logs if fragment in e.get("log_format", "")]
+        """The formatted log lines that contain ``fragment``."""
+        lines = (formatEvent(e) for e in self.logs)
+        return [line for line in lines if fragment in line]
+
+    def tracebacks(self) -> list[Failure]:
+        """The failures logged with their traceback."""
+        return [e["log_failure"] for e in self.logs if "log_failure" in e]
 
 
 class V2Tests(RegistrarTestCase):
@@ -95,7 +106,7 @@ class V2Tests(RegistrarTestCase):
         index = self.etcd.index
         self.clock.advance(5)
         self.assertEqual(
-            self.etcd.requests[-1], "/v2/keys/backends/web/port?refresh=true&prevExist=true"
+            self.etcd.requests[-1], "/v2/keys/backends/web/abc?refresh=true&prevExist=true"
         )
         self.assertEqual(self.etcd.index, index + 2)
         self.assertEqual(self.etcd._history[-1].index, index)  # refreshes make no event
@@ -103,6 +114,19 @@ class V2Tests(RegistrarTestCase):
         self.assertEqual(self.etcd.values(), {})
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertEqual(len(self.logged("deregistered")), 1)
+
+    def test_port_key_first(self) -> None:
+        """The port key is written before the id key, on the first write and after expiry, so
+        ddiscover never sees a backend of a service without a port."""
+        self.service.startService()
+        self.etcd.expire("/backends/web/port")
+        self.etcd.expire("/backends/web/abc")
+        self.clock.advance(5)
+        self.assertEqual(
+            [uri for uri in self.etcd.requests if "?" not in uri],
+            ["/v2/keys/backends/web/port", "/v2/keys/backends/web/abc"] * 2,
+        )
+        self.successResultOf(self.service.stopService())
 
     def test_expired_meanwhile(self) -> None:
         """A key that expired (etcd unreachable too long) is written again."""
@@ -168,12 +192,17 @@ class V3Tests(RegistrarTestCase):
 class CheckTests(RegistrarTestCase):
     """--check: registered only while the local service accepts connections."""
 
-    def test_follows_check(self) -> None:
-        """Refused → not registered; accepted → registered; refused again → deregistered."""
+    def checked(self) -> tuple[FakeEtcdV3Resource, FakeEndpoints, Registrar]:
+        """A started v3 registrar with a check on fake endpoints."""
         etcd = FakeEtcdV3Resource()
         endpoints = FakeEndpoints()
         service = self.registrar(etcd, "v3", check=CHECK, endpoint_for=endpoints)
         service.startService()
+        return etcd, endpoints, service
+
+    def test_follows_check(self) -> None:
+        """Refused → not registered; accepted → registered; refused again → deregistered."""
+        etcd, endpoints, service = self.checked()
         endpoints.last(CHECK).refuse()
         self.assertEqual(etcd.keys(), {})
         self.clock.advance(5)
@@ -183,7 +212,15 @@ class CheckTests(RegistrarTestCase):
         self.clock.advance(5)
         endpoints.last(CHECK).time_out()
         self.assertEqual(etcd.keys(), {})
-        self.assertEqual(len(self.logged("refuses connections")), 1)
+        self.assertEqual(
+            self.logged("does not accept connections"),
+            [
+                "127.0.0.1:8080 does not accept connections (Connection refused); "
+                "not registering /backends/web/abc",
+                "127.0.0.1:8080 does not accept connections (Layer4 timeout); "
+                "deregistered /backends/web/abc",
+            ],
+        )
         self.assertEqual(endpoints.last(CHECK).timeout, 5.0)
         self.successResultOf(service.stopService())
 
@@ -195,3 +232,192 @@ class CheckTests(RegistrarTestCase):
         self.successResultOf(service.stopService())
         self.assertTrue(endpoints.last(CHECK).cancelled)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_check_not_resolved(self) -> None:
+        """A --check name that does not resolve counts as unhealthy; the loop goes on."""
+        etcd, endpoints, service = self.checked()
+        endpoints.last(CHECK).not_resolved()
+        self.assertEqual((etcd.keys(), service.state), ({}, RegistrarState.WAITING))
+        self.assertEqual(len(self.logged("does not accept connections")), 1)
+        self.clock.advance(5)
+        endpoints.last(CHECK).not_resolved()
+        self.assertEqual(len(self.logged("does not accept connections")), 1)  # said once
+        self.clock.advance(5)
+        endpoints.last(CHECK).succeed()
+        self.assertEqual(len(etcd.keys()), 2)
+        self.assertEqual(self.tracebacks(), [])
+        self.successResultOf(service.stopService())
+
+    def test_endpoint_factory_raises(self) -> None:
+        """An endpoint that cannot even be built (a bad name, say) is a failed check."""
+
+        def endpoint_for(address: Address, timeout: float) -> IStreamClientEndpoint:
+            raise DNSLookupError(address.host)
+
+        etcd = FakeEtcdV3Resource()
+        service = self.registrar(etcd, "v3", check=CHECK, endpoint_for=endpoint_for)
+        service.startService()
+        self.assertEqual(
+            self.logged("does not accept connections"),
+            [
+                "127.0.0.1:8080 does not accept connections (DNS lookup failed: 127.0.0.1.); "
+                "not registering /backends/web/abc"
+            ],
+        )
+        self.assertEqual(service.state, RegistrarState.WAITING)
+        self.successResultOf(service.stopService())
+
+
+class SupervisionTests(RegistrarTestCase):
+    """No failure of any kind ends the loop: it is logged once, backed off and retried."""
+
+    def test_states(self) -> None:
+        """The state is the step being awaited, and STOPPED only when nothing runs."""
+        endpoints = FakeEndpoints()
+        service = self.registrar(FakeEtcdV3Resource(), "v3", check=CHECK, endpoint_for=endpoints)
+        self.assertEqual(service.state, RegistrarState.STOPPED)
+        service.startService()
+        self.assertEqual(service.state, RegistrarState.CHECKING)
+        endpoints.last(CHECK).succeed()
+        self.assertEqual(service.state, RegistrarState.WAITING)
+        self.successResultOf(service.stopService())
+        self.assertEqual(service.state, RegistrarState.STOPPED)
+
+    def test_hostile_reply_backs_off_and_registers_again(self) -> None:
+        """A reply shaped as etcd never sends (a lease ID that is no number) is one line, not a
+        crash: backed off 1, 2, 4 s, then registered."""
+        etcd = FakeEtcdV3Resource()
+        etcd.fail_next(200, b'{"ID": "not a number"}', times=3)
+        service = self.registrar(etcd, "v3")
+        service.startService()
+        self.assertEqual(service.state, RegistrarState.BACKING_OFF)
+        self.assertEqual(
+            self.logged("trying again"),
+            [
+                "etcd http://etcd.test:2379: lease/grant returned no lease ID, "
+                "got 'not a number'; trying again in 1s"
+            ],
+        )
+        grants = []
+        for delay in (1, 2, 4):
+            self.clock.advance(delay - 0.01)
+            grants.append(len([r for r in etcd.requests if r[0] == "/v3/lease/grant"]))
+            self.clock.advance(0.01)
+        self.assertEqual(grants, [1, 2, 3])
+        self.assertEqual(self.tracebacks(), [])
+        self.assertTrue(service.registered)
+        self.assertEqual(len(etcd.keys()), 2)
+        self.assertEqual((service.state, service.failures), (RegistrarState.WAITING, 0))
+        self.successResultOf(service.stopService())
+
+    def test_keepalive_without_a_number(self) -> None:
+        """A keepalive whose TTL is no number counts as a lost lease: registered again."""
+        etcd = FakeEtcdV3Resource()
+        service = self.registrar(etcd, "v3")
+        service.startService()
+        [lease] = etcd.leases
+        etcd.fail_next(200, b'{"result": {"TTL": "soon"}}')
+        self.clock.advance(5)
+        self.assertTrue(service.registered)
+        self.assertNotIn(lease, [etcd.lease_of(k) for k in list(etcd.keys())])
+        self.assertEqual(self.tracebacks(), [])
+        self.successResultOf(service.stopService())
+
+    def test_backoff_capped_at_interval(self) -> None:
+        """An etcd down for long is retried at least every ttl/3, so keys come back at once."""
+        etcd = WritableEtcdV2()
+        etcd.fail_next(503, b"", times=10)
+        service = self.registrar(etcd, "v2")
+        service.startService()
+        for _ in range(9):
+            self.clock.advance(5)
+        self.assertEqual(service.failures, 10)
+        self.assertEqual(self.logged("trying again")[-1][-len("in 5s") :], "in 5s")
+        self.clock.advance(5)
+        self.assertTrue(service.registered)
+        self.assertEqual(self.tracebacks(), [])
+        self.successResultOf(service.stopService())
+
+    def test_bug_registers_again(self) -> None:
+        """A failure that is not etcd's is logged with its traceback once (the same one again
+        in one line), and the next attempt writes every key again rather than refreshing."""
+        calls: list[str] = []
+
+        class BrokenOnce:
+            def __init__(self, etcd: object, registration: Registration) -> None:
+                pass
+
+            async def register(self) -> None:
+                calls.append("register")
+
+            async def refresh(self) -> None:
+                calls.append("refresh")
+                if calls.count("refresh") <= 2:
+                    raise KeyError("a bug")
+
+            async def deregister(self) -> None:
+                calls.append("deregister")
+
+        service = self.registrar(FakeEtcdV3Resource(), "v3", keepers={"v3": BrokenOnce})
+        service.startService()
+        self.clock.advance(5)
+        self.assertEqual((service.registered, service.state), (False, RegistrarState.BACKING_OFF))
+        [failure] = self.tracebacks()
+        self.assertIsInstance(failure.value, KeyError)
+        self.assertEqual(
+            self.logged("failed on a bug"),
+            ["registering /backends/web/abc failed on a bug; registering again in 1s"],
+        )
+        self.clock.advance(1)
+        self.clock.advance(5)  # the same bug again: one line, no second traceback
+        self.assertEqual(len(self.tracebacks()), 1)
+        self.assertEqual(
+            self.logged("failed again"),
+            [
+                "registering /backends/web/abc failed again (KeyError: 'a bug'); "
+                "registering again in 1s"
+            ],
+        )
+        self.clock.advance(1)
+        self.clock.advance(5)
+        self.assertEqual(calls, ["register", "refresh"] * 3)  # the third refresh works
+        self.assertTrue(service.registered)
+        self.successResultOf(service.stopService())
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+
+    def test_loop_restarted(self) -> None:
+        """Should the loop itself end on a bug, it is logged and started again."""
+        etcd = FakeEtcdV3Resource()
+        jitters = iter([ZeroDivisionError, 0.0, 0.0, 0.0])
+
+        def jitter() -> float:
+            value = next(jitters)
+            if value is ZeroDivisionError:
+                raise ZeroDivisionError("jitter")
+            return 0.0
+
+        etcd.fail_next(503, b"{}")
+        service = self.registrar(etcd, "v3", jitter=jitter)
+        service.startService()
+        self.assertEqual(service.state, RegistrarState.BACKING_OFF)
+        self.assertEqual(
+            self.logged("loop ended on a bug"),
+            ["the registrar loop ended on a bug; starting it again in 2s"],
+        )
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.clock.advance(2)
+        self.assertTrue(service.registered)
+        self.successResultOf(service.stopService())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_stop_while_backing_off(self) -> None:
+        """Stopping during a backoff cancels the retry and leaves no timer behind."""
+        etcd = WritableEtcdV2()
+        etcd.fail_next(503, b"", times=1)
+        service = self.registrar(etcd, "v2")
+        service.startService()
+        self.assertEqual(service.state, RegistrarState.BACKING_OFF)
+        self.successResultOf(service.stopService())
+        self.assertEqual(
+            (service.state, self.clock.getDelayedCalls()), (RegistrarState.STOPPED, [])
+        )
