@@ -1,6 +1,6 @@
 """One listening port per service, reconciled live with the catalog, under a global maxconn.
 
-:class:`Listeners` owns a :class:`~ddiscover.proxy.forwarding.ServiceProxy` per service for
+:class:`Listeners` owns a :class:`~ddiscover.proxy.service.ServiceProxy` per service for
 as long as the service exists: a change of backends only updates its balancer, a change of
 port closes the old port and opens the new one with the same factory (so counters carry on),
 and a removed service stops listening at once while its open connections run to completion.
@@ -39,12 +39,13 @@ from twisted.python.failure import Failure
 from ddiscover._log import make_logger
 from ddiscover.catalog import Backend, Catalog
 from ddiscover.config import Config
+from ddiscover.modes.tcp import Session
 from ddiscover.proxy import fastpath
 from ddiscover.proxy.access_log import LoggedSession
 from ddiscover.proxy.balancer import Balancer, HealthView
 from ddiscover.proxy.counters import Counters
-from ddiscover.proxy.forwarding import ServiceProxy, Session
 from ddiscover.proxy.reactor import ProxyReactor
+from ddiscover.proxy.service import ServiceProxy
 
 log = make_logger()
 

@@ -32,7 +32,7 @@ from zope.interface import implementer
 from ddiscover.catalog import Address, Backend
 from ddiscover.config import Config
 from ddiscover.health.result import CheckResult
-from ddiscover.proxy.forwarding import Session
+from ddiscover.modes.tcp import Session
 
 
 def make_config(**overrides: object) -> Config:

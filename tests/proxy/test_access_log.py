@@ -11,11 +11,12 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from ddiscover.catalog import Catalog, Service
+from ddiscover.modes.tcp import Session
 from ddiscover.proxy.access_log import LoggedSession
-from ddiscover.proxy.forwarding import ServiceProxy, Session
 from ddiscover.proxy.listeners import Listeners
+from ddiscover.proxy.service import ServiceProxy
+from tests.modes.test_tcp import Harness
 from tests.proxy import FakeHealth, PortsReactor, backend, make_config
-from tests.proxy.test_forwarding import Harness
 
 A, B = backend("a", 8001), backend("b", 8002)
 

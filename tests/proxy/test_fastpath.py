@@ -4,7 +4,7 @@ Every failure of the lean connect must reach the factory with the exception ``co
 would have given, so that redispatch and health reports classify it the same; a write must
 never reorder bytes; an accepted client must not be read before the session says so.  The
 forwarding behaviour over these transports is tested end to end in
-``test_forwarding_loopback.py``, whose proxy listens through :func:`fastpath.listen`.
+``test_relay_loopback.py``, whose proxy listens through :func:`fastpath.listen`.
 """
 
 from __future__ import annotations
@@ -403,7 +403,7 @@ class OtherReactorsTests(SynchronousTestCase):
         suites = [
             f"tests.proxy.test_fastpath.{name}"
             for name in ("LeanConnectTests", "TransportTests", "ListenTests")
-        ] + ["tests.proxy.test_forwarding_loopback"]
+        ] + ["tests.proxy.test_relay_loopback"]
         for reactor in ("poll", "select"):
             run = subprocess.run(
                 [sys.executable, "-m", "twisted.trial", f"--reactor={reactor}", *suites],

@@ -9,8 +9,9 @@ from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from ddiscover.catalog import Backend, Catalog, Service
-from ddiscover.proxy.forwarding import ClientSide, ServiceProxy
 from ddiscover.proxy.listeners import FULL, OPEN, STOP, Listeners
+from ddiscover.proxy.relay import ClientSide
+from ddiscover.proxy.service import ServiceProxy
 from tests.proxy import FakeHealth, FakeTCPTransport, PortsReactor, backend, make_config
 
 A, B = backend("a", 8001), backend("b", 8002)

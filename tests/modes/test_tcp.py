@@ -1,4 +1,4 @@
-"""Tests for :mod:`ddiscover.proxy.forwarding` on fake transports and a memory reactor.
+"""Tests for :mod:`ddiscover.modes.tcp` and its relay, on fake transports and a memory reactor.
 
 Each test drives the two protocols the way ``tcp.Connection`` would (``dataReceived``,
 ``readConnectionLost``, ``writeConnectionLost``, ``connectionLost``) and checks what they do to
@@ -19,7 +19,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from ddiscover.catalog import Backend
 from ddiscover.health.result import CheckStatus
-from ddiscover.proxy.forwarding import BackendSide, ClientSide, ServiceProxy
+from ddiscover.proxy.relay import BackendSide, ClientSide
+from ddiscover.proxy.service import ServiceProxy
 from tests.proxy import FakeHealth, FakeTCPTransport, RecordingTracker, backend, make_config
 
 A, B, C = backend("a", 8001), backend("b", 8002), backend("c", 8003)

@@ -37,8 +37,9 @@ from zope.interface import implementer
 
 from ddiscover.catalog import Address, Backend
 from ddiscover.health.result import CheckStatus
+from ddiscover.modes.tcp import Session
 from ddiscover.proxy import fastpath
-from ddiscover.proxy.forwarding import ServiceProxy, Session
+from ddiscover.proxy.service import ServiceProxy
 from tests.proxy import FakeHealth, blackhole, make_config
 
 MB = 1024 * 1024

@@ -1,0 +1,100 @@
+"""The per-service dispatcher: the listening factory that makes a TCP session per client.
+
+A :class:`ServiceProxy` lives as long as its service, across backend changes and port moves,
+and holds what the stats page shows of it: its balancer and counters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.internet import protocol
+from twisted.internet.interfaces import IAddress
+
+from ddiscover._log import make_logger
+from ddiscover.catalog import Backend
+from ddiscover.config import Config
+from ddiscover.health.result import CheckResult
+from ddiscover.modes.tcp import Session, SessionTracker
+from ddiscover.proxy.balancer import Balancer, HealthView
+from ddiscover.proxy.counters import Counters
+from ddiscover.proxy.reactor import ProxyReactor
+from ddiscover.proxy.relay import ClientSide
+
+log = make_logger()
+
+
+class ServiceProxy(protocol.ServerFactory):
+    """The listening factory of one service: a :class:`Session` per accepted client.
+
+    It lives as long as the service does, across backend changes and port moves, and holds
+    what the stats page shows for the service: its balancer, its counters and one set of
+    counters per backend.  ``session`` makes the session of each accepted client (the access
+    log passes a logging one).  ``idle_timeout`` of 0 or less disables the idle timeout.
+    ``retries`` is the total number of connect attempts per client (at least one).
+
+    "No server available" is logged once per outage: again only after a connection has
+    reached a backend since, so an outage logs one line however many clients arrive.
+    """
+
+    # Factory logs "Starting factory" every time a port opens otherwise; Listeners logs that.
+    noisy = False
+
+    def __init__(
+        self,
+        name: str,
+        reactor: ProxyReactor,
+        config: Config,
+        health: HealthView,
+        tracker: SessionTracker,
+        *,
+        session: Callable[[ServiceProxy], Session] = Session,
+    ) -> None:
+        self.name = name
+        self.reactor = reactor
+        self.health = health
+        self.tracker = tracker
+        self.connect_timeout = config.connect_timeout
+        self.idle_timeout = config.idle_timeout
+        self.max_attempts = max(1, config.retries)
+        self.balancer = Balancer(health)
+        self.counters = Counters()
+        self.servers: dict[Backend, Counters] = {}
+        self._session = session
+        self._outage_logged = False
+
+    def update(self, backends: frozenset[Backend]) -> None:
+        """Take a new backend set, keeping the rotation and the counters of kept backends.
+
+        Open sessions keep counting on the counters they started with.
+        """
+        self.balancer.update(backends)
+        previous = self.servers
+        self.servers = {backend: previous.get(backend) or Counters() for backend in backends}
+
+    def buildProtocol(self, addr: IAddress | None) -> ClientSide:
+        return self._session(self).client
+
+    def no_server(self) -> None:
+        """A client arrived while no backend is UP."""
+        if not self._outage_logged:
+            self._outage_logged = True
+            log.warn("service {service} has no server available!", service=self.name)
+
+    def gave_up(self, backend: Backend, result: CheckResult, attempts: int) -> None:
+        """Every connect attempt for a client failed."""
+        if not self._outage_logged:
+            self._outage_logged = True
+            log.warn(
+                "service {service}: no server accepted the connection after {attempts} "
+                "attempts; last {backend}: {status} {info}",
+                service=self.name,
+                attempts=attempts,
+                backend=str(backend.address),
+                status=result.status.value,
+                info=result.info,
+            )
+
+    def connected(self) -> None:
+        """A connection reached a backend: the next outage is worth a log line again."""
+        self._outage_logged = False
