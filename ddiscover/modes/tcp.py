@@ -78,12 +78,15 @@ class Dispatcher(Protocol):
 class _Attempt(protocol.ClientFactory):
     """One connect attempt of a session (to its ``server``); hands over the backend side.
 
-    ``connector`` is what ``fastpath.connect`` returned for it, to cancel it.
+    ``connector`` is what ``fastpath.connect`` returned for it, to cancel it, until the
+    attempt is over: the connector refers to the attempt as its factory, so the session drops
+    that cycle (:meth:`Session._end_attempt`) and the finished session is freed by reference
+    counting, without waiting for the cycle collector.
     """
 
     # Factory logs "Starting factory" on every connect otherwise.
     noisy = False
-    connector: IConnector
+    connector: IConnector | None = None
 
     def __init__(self, session: Session, started: float):
         self.session = session
@@ -169,7 +172,7 @@ class Session:
             return  # cancelled by _cancel_connect: the client is gone
         backend, server = self.server, self._server_counters
         assert backend is not None and server is not None, "an attempt without a backend"
-        self._attempt = None
+        self._end_attempt()
         # ``server`` stays: the backend last tried, for the access log.
         self._server_counters = None
         proxy = self._proxy
@@ -209,7 +212,7 @@ class Session:
 
     def backend_connected(self) -> None:
         """Wire the two transports together and start reading the client."""
-        self._attempt = None
+        self._end_attempt()
         proxy = self._proxy
         proxy.connected()
         server = self._server_counters
@@ -262,10 +265,19 @@ class Session:
             self._finish()
 
     def _cancel_connect(self) -> None:
-        attempt, self._attempt = self._attempt, None
+        attempt = self._attempt
         if attempt is not None:
             self.termination = "CC"
-            attempt.connector.stopConnecting()
+            connector = attempt.connector
+            self._end_attempt()
+            if connector is not None:
+                connector.stopConnecting()
+
+    def _end_attempt(self) -> None:
+        """Forget the attempt in flight, and break its cycle with its connector."""
+        attempt, self._attempt = self._attempt, None
+        if attempt is not None:
+            attempt.connector = None
 
     def _finish(self) -> None:
         if self._idle is not None:

@@ -45,6 +45,15 @@ def backend(name: str, port: int, host: str = "10.0.0.1") -> Backend:
     return Backend(name, Address(host, port))
 
 
+def closed_port() -> int:
+    """A loopback port nothing listens on."""
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    number = int(probe.getsockname()[1])
+    probe.close()
+    return number
+
+
 def blackhole(test: TestCase) -> int:
     """A loopback port whose connects are never answered, closed in ``test``'s cleanup.
 

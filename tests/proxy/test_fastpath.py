@@ -29,7 +29,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from ddiscover.health.result import CheckStatus, classify_failure
 from ddiscover.proxy import fastpath
 from ddiscover.proxy.fastpath import BackendTransport, ClientTransport, LeanConnect, ProxyPort
-from tests.proxy import blackhole
+from tests.proxy import blackhole, closed_port
 
 KB = 1024
 
@@ -110,15 +110,6 @@ class Accepting(ServerFactory):
         if len(self.accepted) == 1:
             self.first.callback(recorder)
         return recorder
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on."""
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    number = int(probe.getsockname()[1])
-    probe.close()
-    return number
 
 
 class LeanConnectTests(TestCase):

@@ -12,9 +12,11 @@ dirty-reactor check catches leaked sockets and timers.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import socket
 import struct
+import weakref
 from typing import Any, cast
 
 from twisted.internet import error
@@ -40,7 +42,7 @@ from ddiscover.health.result import CheckStatus
 from ddiscover.modes.tcp import Session
 from ddiscover.proxy import fastpath
 from ddiscover.proxy.service import ServiceProxy
-from tests.proxy import FakeHealth, blackhole, make_config
+from tests.proxy import FakeHealth, blackhole, closed_port, make_config
 
 MB = 1024 * 1024
 
@@ -266,8 +268,8 @@ def buffered(session: Session) -> int:
     return total
 
 
-class LoopbackTests(TestCase):
-    """Forwarding through real sockets on 127.0.0.1."""
+class LoopbackCase(TestCase):
+    """Real sockets on 127.0.0.1: backends, a proxy and clients, all closed in cleanup."""
 
     timeout = 15
 
@@ -315,6 +317,10 @@ class LoopbackTests(TestCase):
         endpoint = TCP4ClientEndpoint(self.reactor, "127.0.0.1", port)
         await connectProtocol(endpoint, peer)
         return peer
+
+
+class LoopbackTests(LoopbackCase):
+    """Forwarding through real sockets on 127.0.0.1."""
 
     async def test_round_trip(self) -> None:
         """Bytes go through and back, and are counted."""
@@ -470,3 +476,44 @@ class LoopbackTests(TestCase):
         session.abort()
         await gatherResults([client.lost.wait(), self.tracker.idle()])
         self.assertEqual(self.health.reports, [])
+
+
+class GarbageTests(LoopbackCase):
+    """A finished session is freed by reference counting, without the cycle collector."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        gc.collect()
+        gc.disable()
+        self.addCleanup(gc.enable)
+
+    async def freed_after(self, client: Peer) -> bool:
+        """Close ``client``, wait for its session to end and say whether it was freed."""
+        opened = self.tracker.opened
+        ref = weakref.ref(opened.value)
+        opened.value = None
+        client.tcp.loseConnection()
+        await self.tracker.idle()
+        # Let the reactor unwind the call that closed the last socket.
+        await deferLater(self.reactor, 0, lambda: None)
+        return ref() is None
+
+    async def test_connected_session_freed(self) -> None:
+        """A session that reached its backend at once, or after a refused connect was
+        redispatched, is freed as soon as it ends."""
+        for first in ([], [Backend("a-dead", Address("127.0.0.1", closed_port()))]):
+            self.health.up.update(b.address for b in first)
+            live, _ = self.backend("b-live", Echo)
+            client = await self.client(self.proxy([*first, live])[1])
+            client.tcp.write(b"hello")
+            await client.wait_for(5)
+            self.assertTrue(await self.freed_after(client), first)
+            self.tracker.opened = Event()
+
+    async def test_refused_session_freed(self) -> None:
+        """A session whose every connect was refused is freed once its client is closed."""
+        dead = Backend("dead", Address("127.0.0.1", closed_port()))
+        self.health.up.add(dead.address)
+        client = await self.client(self.proxy([dead], retries=2)[1])
+        await client.lost.wait()
+        self.assertTrue(await self.freed_after(client))
