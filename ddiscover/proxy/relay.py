@@ -9,7 +9,8 @@ another peer.  What each side needs of its session is :class:`Pair`.
   transport, so when one socket's send buffer passes Twisted's ``bufferSize`` (64 KiB) the
   other socket stops reading: ddiscover holds at most about two reads' worth per direction,
   and a slow reader slows the writer down through the kernel's windows instead of through our
-  memory.
+  memory.  The side, not its transport, is the producer: pausing and resuming are passed on
+  to the transport, but ``stopProducing`` is not (see *Close and reset*).
 * **Half-close.**  Both sides provide ``IHalfCloseableProtocol``.  A FIN from one end
   (``readConnectionLost``) becomes ``loseWriteConnection`` on the other socket once what is
   buffered for it is flushed; the opposite direction keeps flowing.  A socket is closed once
@@ -17,7 +18,11 @@ another peer.  What each side needs of its session is :class:`Pair`.
 * **Close and reset.**  ``connectionLost`` with ``ConnectionDone`` (we closed it) closes the
   other socket after its buffer is flushed; any other reason (the remote end reset it, a write
   failed) aborts the other socket, which sends an RST, so a cut stream never looks like a
-  complete one to either end.
+  complete one to either end.  When a transport is lost, Twisted calls ``stopProducing`` on
+  the producer registered with it before our ``connectionLost`` runs; were that producer the
+  peer's transport, it would ``loseConnection`` it, which on a half-closed socket closes it
+  at once, in order: the reset would reach the other end as a clean close.  A side's
+  ``stopProducing`` therefore does nothing, and ``connectionLost`` decides.
 
 Twisted behaviour this relies on, checked against ``twisted/internet/abstract.py`` and
 ``tcp.py``:
@@ -33,8 +38,6 @@ Twisted behaviour this relies on, checked against ``twisted/internet/abstract.py
 * ``abortConnection`` resets: ``Connection.connectionLost`` closes an aborted socket with
   ``SO_LINGER`` (1, 0), so the remote end gets an RST, not a FIN (and anything unsent is
   dropped).  Idle timeouts and the drain deadline therefore reset both ends too.
-* When a transport is lost, Twisted itself calls ``stopProducing`` (that is,
-  ``loseConnection``) on the producer registered with it, before our ``connectionLost`` runs.
 * A paused transport does not see its peer's FIN or RST until it reads again, which is why a
   client that goes away while its backend connect is in flight is only noticed once the
   connect has finished, and why the session has an idle timeout.
@@ -47,7 +50,7 @@ from typing import ClassVar, Protocol, cast
 
 from twisted.internet import protocol
 from twisted.internet.error import ConnectionAborted, ConnectionDone
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -58,7 +61,7 @@ class Transport(Protocol):
     """The parts of a TCP transport (``tcp.Server``/``tcp.Client``) the sides use."""
 
     def write(self, data: bytes) -> None: ...
-    def registerProducer(self, producer: Transport, streaming: bool) -> None: ...
+    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None: ...
     def unregisterProducer(self) -> None: ...
     def pauseProducing(self) -> None: ...
     def resumeProducing(self) -> None: ...
@@ -93,12 +96,12 @@ class Pair(Protocol):
         """``side``'s socket is closed."""
 
 
-@implementer(IHalfCloseableProtocol)
+@implementer(IHalfCloseableProtocol, IPushProducer)
 class Side(protocol.Protocol):
     """One socket of a proxied connection: its half-close state and how its close propagates.
 
-    ``feeding`` says whether this side's transport is registered as the producer of the peer's
-    transport (this side's reads feed the peer's writes).
+    ``feeding`` says whether this side is registered as the producer of the peer's transport
+    (this side's reads feed the peer's writes).
     """
 
     _is_client: ClassVar[bool]
@@ -127,13 +130,26 @@ class Side(protocol.Protocol):
     def wire(self, service: Counters, server: Counters, seconds: Callable[[], float]) -> None:
         """Start feeding the peer: register as its producer and cache what the fast path uses."""
         peer_tcp = self.peer.tcp
-        peer_tcp.registerProducer(self.tcp, True)
+        peer_tcp.registerProducer(self, True)
         self.feeding = True
         self._out = peer_tcp
         self._service = service
         self._server = server
         self._seconds = seconds
         self.last_read = seconds()
+
+    # IPushProducer, for the peer's transport: flow control only.
+
+    def pauseProducing(self) -> None:
+        """The peer's send buffer is full: stop reading this socket."""
+        self.tcp.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        """The peer's send buffer drained: read this socket again."""
+        self.tcp.resumeProducing()
+
+    def stopProducing(self) -> None:
+        """The peer's transport is lost: left to ``connectionLost``, which knows how it ended."""
 
     def readConnectionLost(self) -> None:
         """The remote end sent FIN: send ours to the peer once its buffer is flushed."""
@@ -166,7 +182,7 @@ class Side(protocol.Protocol):
                 peer.tcp.loseConnection()
             else:
                 peer.abort()
-        # Twisted unregistered the peer's transport from ours when ours was lost.
+        # Twisted unregistered the peer from our transport when it was lost.
         peer.feeding = False
         self.session.side_lost(self)
 
@@ -177,7 +193,7 @@ class Side(protocol.Protocol):
             self.tcp.abortConnection()
 
     def _stop_feeding(self) -> None:
-        """Unregister this side's transport as the producer of the peer's transport."""
+        """Unregister this side as the producer of the peer's transport."""
         if self.feeding:
             self.feeding = False
             self.peer.tcp.unregisterProducer()

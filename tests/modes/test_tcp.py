@@ -84,15 +84,15 @@ class ConnectTests(SynchronousTestCase):
         """The client is not read until the backend is connected and both producers are
         registered; both sockets get TCP_NODELAY and keepalive."""
         harness = Harness([A], connect_timeout=2.5)
-        _, client_t = harness.accept()
+        client, client_t = harness.accept()
         self.assertEqual(client_t.producerState, "paused")
         self.assertEqual((client_t.nodelay, client_t.keepalive), (True, True))
         self.assertEqual(harness.attempts(), [("10.0.0.1", 8001, 2.5)])
 
-        _, backend_t = harness.succeed()
+        backend, backend_t = harness.succeed()
         self.assertEqual((backend_t.nodelay, backend_t.keepalive), (True, True))
-        self.assertIs(client_t.producer, backend_t)
-        self.assertIs(backend_t.producer, client_t)
+        self.assertIs(client_t.producer, backend)
+        self.assertIs(backend_t.producer, client)
         self.assertEqual(client_t.producerState, "producing")
         self.assertEqual(client_t.calls, ["pauseProducing", "registerProducer", "resumeProducing"])
 
@@ -176,7 +176,7 @@ class RedispatchTests(SynchronousTestCase):
         harness.fail(error.ConnectionRefusedError())
         harness.reactor.advance(1.5)
         harness.fail(error.TimeoutError())
-        _, backend_t = harness.succeed()
+        backend, _ = harness.succeed()
 
         self.assertEqual([port for _, port, _ in harness.attempts()], [8001, 8002, 8003])
         self.assertEqual(
@@ -188,7 +188,7 @@ class RedispatchTests(SynchronousTestCase):
         )
         self.assertEqual(harness.health.reports[1][1].duration, 1.5)
         self.assertFalse(client_t.disconnecting)
-        self.assertIs(client_t.producer, backend_t)
+        self.assertIs(client_t.producer, backend)
         servers = harness.proxy.servers
         self.assertEqual(harness.proxy.counters.wredis, 2)
         self.assertEqual([servers[b].wredis for b in (A, B, C)], [1, 1, 0])
@@ -280,7 +280,7 @@ class HalfCloseTests(SynchronousTestCase):
         self.assertEqual(backend_t.calls[-2:], ["unregisterProducer", "loseWriteConnection"])
         self.assertIsNone(backend_t.producer)
         self.assertFalse(backend_t.disconnecting)
-        self.assertIs(client_t.producer, backend_t)
+        self.assertIs(client_t.producer, side)
         side.dataReceived(b"the whole reply")
         self.assertEqual(client_t.value(), b"the whole reply")
         self.assertFalse(client_t.disconnecting)

@@ -12,6 +12,7 @@ dirty-reactor check catches leaked sockets and timers.
 
 from __future__ import annotations
 
+import errno
 import gc
 import hashlib
 import socket
@@ -202,6 +203,19 @@ def chunk(index: int) -> bytes:
 def reply_for(request: bytes) -> bytes:
     """The 1 MB reply ReplyOnEOF sends for ``request``."""
     return b"reply to " + request + b"\n" + bytes(range(256)) * (4 * 1024)
+
+
+class _HalfOpenPeer(Peer):
+    """Keeps its side open after the other end's FIN, until it is closed."""
+
+    def __init__(self) -> None:
+        super().__init__(close_on_eof=False)
+
+
+def _socket_error(peer: Peer) -> int:
+    """The pending error of ``peer``'s socket: ECONNRESET or EPIPE once a reset arrived, 0
+    after an orderly close (the socket no longer reads, so Twisted has not taken it)."""
+    return int(peer.tcp.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
 
 
 class PeerFactory(ServerFactory):
@@ -419,6 +433,36 @@ class LoopbackTests(LoopbackCase):
         self.assertTrue(client.reason and client.reason.check(error.ConnectionLost), client.reason)
         await self.tracker.idle()
         self.assertEqual(proxy.counters.srv_abrt, 1)
+
+    async def test_backend_reset_after_its_fin_reaches_client(self) -> None:
+        """A backend that half-closed and then resets gets the client reset, not closed in
+        order (Twisted's ``stopProducing`` on the lost socket would close the client's
+        half-closed socket at once, with a FIN)."""
+        backend, backends = self.backend("banner", BannerThenHalfClose)
+        _, port = self.proxy([backend])
+        client = await self.client(port, Peer(close_on_eof=False))
+        await client.eof.wait()
+        server = await backends.accepted.wait()
+        server.tcp.abortConnection()
+        await server.lost.wait()
+        # ddiscover stopped reading the backend at its FIN: the next write meets the reset.
+        client.tcp.write(b"x")
+        await self.tracker.idle()
+        self.assertIn(_socket_error(client), (errno.ECONNRESET, errno.EPIPE))
+
+    async def test_client_reset_after_its_fin_reaches_backend(self) -> None:
+        """A client that half-closed and then resets gets the backend reset, not closed."""
+        backend, backends = self.backend("quiet", _HalfOpenPeer)
+        _, port = self.proxy([backend])
+        client = await self.client(port, Peer(close_on_eof=False))
+        client.tcp.loseWriteConnection()
+        server = await backends.accepted.wait()
+        await server.eof.wait()
+        client.tcp.abortConnection()
+        await client.lost.wait()
+        server.tcp.write(b"x")
+        await self.tracker.idle()
+        self.assertIn(_socket_error(server), (errno.ECONNRESET, errno.EPIPE))
 
     async def test_client_reset_right_after_connect(self) -> None:
         """A client that resets before the backend connect completes is noticed once the
