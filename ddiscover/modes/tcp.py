@@ -6,8 +6,11 @@ Each accepted client gets a :class:`Session`, which creates both sides of its re
 What happens, in order:
 
 * **Accept.**  The client is paused (nothing is read) while the session picks a backend with
-  the service's :class:`~ddiscover.proxy.balancer.Balancer`.  With no backend UP the client is
-  accepted and closed at once, as haproxy does in TCP mode.
+  the service's :class:`~ddiscover.proxy.balancer.Balancer`.  With no backend UP the client
+  waits in the service's queue while a backend still waits for its first check (ddiscover
+  just started, or the service just appeared), for up to ``connect_timeout``, and goes to
+  the first backend that comes UP; otherwise (or once every first check failed, or the time
+  is up) it is accepted and closed, as haproxy does in TCP mode.
 * **Connect and redispatch.**  Each attempt is one connect (``fastpath.connect``) bounded by
   ``connect_timeout``.  A failed attempt is classified with
   :func:`~ddiscover.health.result.classify_failure`, reported to the health checker (unless
@@ -65,6 +68,12 @@ class Dispatcher(Protocol):
     counters: Counters
     servers: dict[Backend, Counters]
 
+    def hold(self, session: Session) -> bool:
+        """Queue ``session`` until a backend is UP, if one may be soon; else say False."""
+
+    def release(self, session: Session) -> None:
+        """``session`` is gone from the queue (closed while waiting)."""
+
     def no_server(self) -> None:
         """A client arrived while no backend is UP."""
 
@@ -104,14 +113,16 @@ class Session:
 
     ``termination`` says how it ended, in haproxy's two-letter terms (``--`` normal; ``CD``
     and ``SD`` reset by the client or the server; ``CC`` client gone while connecting; ``SC``
-    and ``sC`` no server, refused or timed out; ``cD`` idle timeout; ``KD`` killed at the
-    drain deadline).  It is set on those rare events only and read by the access log.
+    and ``sC`` no server, refused or timed out; ``sQ`` held for a first check, none came UP
+    in time; ``cD`` idle timeout; ``KD`` killed at the drain deadline).  It is set on those rare events only and read by the access log.
     """
 
     client_side: ClassVar[type[ClientSide]] = ClientSide
     backend_side: ClassVar[type[BackendSide]] = BackendSide
-    # A class default, so the common case costs no per-session assignment.
+    # Class defaults, so the common case costs no per-session assignment.
     termination = "--"
+    #: Whether the session waits in its service's queue for a backend's first check.
+    held = False
 
     def __init__(self, proxy: Dispatcher) -> None:
         self._proxy = proxy
@@ -130,17 +141,30 @@ class Session:
         return len(self._tried)
 
     def start(self) -> None:
-        """Count the session and connect to the first backend, or close if there is none."""
+        """Count the session and connect to the first backend; with none UP, wait in the
+        service's queue if one may come UP soon, else close."""
         proxy = self._proxy
         proxy.counters.session_opened(proxy.reactor.seconds())
         proxy.tracker.session_opened(self)
         backend = proxy.balancer.choose()
-        if backend is None:
-            self.termination = "SC"
+        if backend is not None:
+            self._connect(backend)
+        elif proxy.hold(self):
+            self.held = True
+        else:
             proxy.no_server()
-            self.client.tcp.loseConnection()
-            return
+            self.refuse("SC")
+
+    def dispatch(self, backend: Backend) -> None:
+        """Leave the queue for ``backend``, which just came UP."""
+        self.held = False
         self._connect(backend)
+
+    def refuse(self, termination: str) -> None:
+        """Close the client unforwarded: no server (``SC``) or none came UP in time (``sQ``)."""
+        self.held = False
+        self.termination = termination
+        self.client.tcp.loseConnection()
 
     def abort(self, termination: str = "KD") -> None:
         """Reset both sockets now; cancels a connect in flight.
@@ -280,6 +304,9 @@ class Session:
             attempt.connector = None
 
     def _finish(self) -> None:
+        if self.held:
+            self.held = False
+            self._proxy.release(self)
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None

@@ -37,8 +37,9 @@ from twisted.internet.interfaces import IDelayedCall, IListeningPort, IPushProdu
 from twisted.python.failure import Failure
 
 from ddiscover._log import make_logger
-from ddiscover.catalog import Backend, Catalog
+from ddiscover.catalog import Address, Backend, Catalog
 from ddiscover.config import Config
+from ddiscover.health.state import HealthRecord
 from ddiscover.modes.tcp import Session
 from ddiscover.proxy import fastpath
 from ddiscover.proxy.access_log import LoggedSession
@@ -109,6 +110,9 @@ class Listeners(Service):
         self._deadline: IDelayedCall | None = None
         # Chosen once here, so without --access-log no connection pays for it.
         self._session = LoggedSession if config.access_log else Session
+        # Services holding clients until a backend's first check passes.
+        self._holding: set[ServiceProxy] = set()
+        health.subscribe(self._health_changed)
 
     @property
     def active(self) -> int:
@@ -143,7 +147,13 @@ class Listeners(Service):
             listener = self._listeners.get(name)
             if listener is None:
                 proxy = ServiceProxy(
-                    name, self._reactor, self._config, self._health, self, session=self._session
+                    name,
+                    self._reactor,
+                    self._config,
+                    self._health,
+                    self,
+                    session=self._session,
+                    on_waiting=self._waiting,
                 )
                 listener = self._listeners[name] = _Listener(proxy, service.port)
                 to_open.append(listener)
@@ -209,6 +219,18 @@ class Listeners(Service):
                 self._deadline = None
             drained, self._drained = self._drained, None
             drained.callback(None)
+
+    def _waiting(self, proxy: ServiceProxy, waiting: bool) -> None:
+        """``proxy`` started or stopped holding clients until a backend is UP."""
+        if waiting:
+            self._holding.add(proxy)
+        else:
+            self._holding.discard(proxy)
+
+    def _health_changed(self, address: Address, old: HealthRecord, new: HealthRecord) -> None:
+        """A backend's health changed: let the services holding clients forward them."""
+        for proxy in list(self._holding):
+            proxy.dispatch_waiting()
 
     def _open(self, listener: _Listener) -> None:
         """Bind the listener's port, after a close of the same port completes; retry on error."""

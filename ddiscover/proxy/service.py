@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from twisted.internet import protocol
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, IDelayedCall
 
 from ddiscover._log import make_logger
 from ddiscover.catalog import Backend
@@ -49,6 +49,7 @@ class ServiceProxy(protocol.ServerFactory):
         tracker: SessionTracker,
         *,
         session: Callable[[ServiceProxy], Session] = Session,
+        on_waiting: Callable[[ServiceProxy, bool], None] = lambda proxy, waiting: None,
     ) -> None:
         self.name = name
         self.reactor = reactor
@@ -62,6 +63,9 @@ class ServiceProxy(protocol.ServerFactory):
         self.servers: dict[Backend, Counters] = {}
         self._session = session
         self._outage_logged = False
+        # Held sessions in arrival order, each with its queue timeout.
+        self._waiting: dict[Session, IDelayedCall] = {}
+        self._on_waiting = on_waiting
 
     def update(self, backends: frozenset[Backend]) -> None:
         """Take a new backend set, keeping the rotation and the counters of kept backends.
@@ -71,29 +75,84 @@ class ServiceProxy(protocol.ServerFactory):
         self.balancer.update(backends)
         previous = self.servers
         self.servers = {backend: previous.get(backend) or Counters() for backend in backends}
+        if self._waiting:
+            self.dispatch_waiting()
 
     def buildProtocol(self, addr: IAddress | None) -> ClientSide:
         return self._session(self).client
 
+    @property
+    def waiting(self) -> int:
+        """Clients held until a backend's first check passes."""
+        return len(self._waiting)
+
+    def hold(self, session: Session) -> bool:
+        """Queue ``session`` for up to ``connect_timeout`` if a backend waits for its first
+        check (so may be UP soon); say False, leaving it to be closed, if none does."""
+        if not self.balancer.pending():
+            return False
+        if not self._waiting:
+            self._on_waiting(self, True)
+        self._waiting[session] = self.reactor.callLater(
+            self.connect_timeout, self._queue_timeout, session
+        )
+        return True
+
+    def release(self, session: Session) -> None:
+        """Take ``session`` out of the queue (it leaves it, or was closed while in it)."""
+        timer = self._waiting.pop(session, None)
+        if timer is None:
+            return
+        if timer.active():
+            timer.cancel()
+        if not self._waiting:
+            self._on_waiting(self, False)
+
+    def dispatch_waiting(self) -> None:
+        """Forward held clients, in arrival order, to the backends UP now; once no backend
+        is UP or still waits for a first check, close the rest (``SC``)."""
+        while self._waiting:
+            backend = self.balancer.choose()
+            if backend is None:
+                break
+            session = next(iter(self._waiting))
+            self.release(session)
+            session.dispatch(backend)
+        if self._waiting and not self.balancer.pending():
+            self.no_server()
+            for session in list(self._waiting):
+                self.release(session)
+                session.refuse("SC")
+
+    def _queue_timeout(self, session: Session) -> None:
+        self.release(session)
+        self._warn_outage(
+            "service {service}: no server came UP within {timeout}s of a client arriving; "
+            "closing it",
+            timeout=self.connect_timeout,
+        )
+        session.refuse("sQ")
+
     def no_server(self) -> None:
         """A client arrived while no backend is UP."""
-        if not self._outage_logged:
-            self._outage_logged = True
-            log.warn("service {service} has no server available!", service=self.name)
+        self._warn_outage("service {service} has no server available!")
 
     def gave_up(self, backend: Backend, result: CheckResult, attempts: int) -> None:
         """Every connect attempt for a client failed."""
+        self._warn_outage(
+            "service {service}: no server accepted the connection after {attempts} "
+            "attempts; last {backend}: {status} {info}",
+            attempts=attempts,
+            backend=str(backend.address),
+            status=result.status.value,
+            info=result.info,
+        )
+
+    def _warn_outage(self, text: str, **fields: object) -> None:
+        """Log ``text`` if it is the first line of this outage."""
         if not self._outage_logged:
             self._outage_logged = True
-            log.warn(
-                "service {service}: no server accepted the connection after {attempts} "
-                "attempts; last {backend}: {status} {info}",
-                service=self.name,
-                attempts=attempts,
-                backend=str(backend.address),
-                status=result.status.value,
-                info=result.info,
-            )
+            log.warn(text, service=self.name, **fields)
 
     def connected(self) -> None:
         """A connection reached a backend: the next outage is worth a log line again."""

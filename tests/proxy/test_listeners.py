@@ -304,3 +304,83 @@ class DrainTests(SynchronousTestCase):
         self.assertEqual(harness.listeners.active, 0)
         self.assertEqual([c.stoppedConnecting for c in harness.reactor.connectors], [True] * 2)
         self.assertEqual(harness.reactor.getDelayedCalls(), [])
+
+
+class HoldTests(SynchronousTestCase):
+    """Clients arriving while every backend waits for its first check are held, not closed."""
+
+    def setUp(self) -> None:
+        self.harness = Harness(connect_timeout=5.0)
+        self.health = self.harness.health
+        self.health.up.clear()
+        self.health.pending.update({A.address, B.address})
+        self.harness.listeners.reconcile(catalog(("web", 80, frozenset({A, B}))))
+        self.harness.listeners.startService()
+
+    def accept_held(self) -> tuple[ClientSide, FakeTCPTransport]:
+        """A client accepted on port 80, held: paused, open, no connect attempt."""
+        client, transport = self.harness.accept(80)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(transport.producerState, "paused")
+        self.assertEqual(self.harness.reactor.tcpClients, [])
+        return client, transport
+
+    def test_forwarded_once_a_backend_is_up(self) -> None:
+        """Held clients go, in arrival order and round robin, to the first backend UP."""
+        first, _ = self.accept_held()
+        second, _ = self.accept_held()
+        self.assertEqual(self.harness.proxy(80).waiting, 2)
+        self.health.change(B.address, up=True)
+        self.assertEqual(
+            [(host, port) for host, port, *_ in self.harness.reactor.tcpClients],
+            [("10.0.0.1", 8002), ("10.0.0.1", 8002)],
+        )
+        self.assertEqual(self.harness.proxy(80).waiting, 0)
+        self.assertEqual(first.session.server, B)  # type: ignore[attr-defined]
+        self.assertEqual(second.session.server, B)  # type: ignore[attr-defined]
+
+    def test_closed_once_every_first_check_failed(self) -> None:
+        """A held client waits while any first check is to come, then is closed ``SC``."""
+        client, transport = self.accept_held()
+        self.health.change(A.address, up=False)
+        self.assertFalse(transport.disconnecting)
+        with capturedLogs() as events:
+            self.health.change(B.address, up=False)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(client.session.termination, "SC")  # type: ignore[attr-defined]
+        self.assertEqual(
+            [e["log_format"] for e in events], ["service {service} has no server available!"]
+        )
+        transport.finish_close()
+        self.assertEqual(self.harness.listeners.active, 0)
+
+    def test_closed_after_connect_timeout(self) -> None:
+        """A client held ``connect_timeout`` seconds without a backend UP is closed ``sQ``."""
+        client, transport = self.accept_held()
+        self.harness.reactor.advance(4.9)
+        self.assertFalse(transport.disconnecting)
+        with capturedLogs() as events:
+            self.harness.reactor.advance(0.1)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(client.session.termination, "sQ")  # type: ignore[attr-defined]
+        self.assertEqual(len(events), 1)
+        self.assertIn("no server came UP within {timeout}s", events[0]["log_format"])
+        transport.finish_close()
+        self.assertEqual(self.harness.listeners.active, 0)
+
+    def test_aborted_while_held(self) -> None:
+        """A held client aborted (the drain deadline) leaves the queue and its timer."""
+        client, _ = self.accept_held()
+        client.session.abort()  # type: ignore[attr-defined]
+        self.harness.reactor.advance(0)
+        self.assertEqual(self.harness.proxy(80).waiting, 0)
+        self.assertEqual(self.harness.reactor.getDelayedCalls(), [])
+        self.assertEqual(self.harness.listeners.active, 0)
+        self.health.change(A.address, up=True)
+        self.assertEqual(self.harness.reactor.tcpClients, [])
+
+    def test_not_held_without_pending_backend(self) -> None:
+        """With every backend checked and none UP, a client is closed at once, as before."""
+        self.health.pending.clear()
+        _, transport = self.harness.accept(80)
+        self.assertTrue(transport.disconnecting)
