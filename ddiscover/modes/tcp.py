@@ -114,7 +114,8 @@ class Session:
     ``termination`` says how it ended, in haproxy's two-letter terms (``--`` normal; ``CD``
     and ``SD`` reset by the client or the server; ``CC`` client gone while connecting; ``SC``
     and ``sC`` no server, refused or timed out; ``sQ`` held for a first check, none came UP
-    in time; ``cD`` idle timeout; ``KD`` killed at the drain deadline).  It is set on those rare events only and read by the access log.
+    in time; ``cD`` idle timeout; ``KD`` killed at the drain deadline).  It is set on those
+    rare events only and read by the access log.
     """
 
     client_side: ClassVar[type[ClientSide]] = ClientSide
