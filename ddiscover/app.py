@@ -49,7 +49,9 @@ class Discovery:
         self._listeners = listeners
 
     def apply(self, catalog: Catalog) -> None:
-        """Log what changed and reconcile health checks and listeners with ``catalog``."""
+        """Log what changed and reconcile health checks and listeners with ``catalog``, cut
+        to the listener budget (a service refused a listener is not checked either)."""
+        catalog = self._listeners.budgeted(catalog)
         change = diff(self.catalog, catalog)
         for name in sorted(change.added):
             service = catalog.services[name]

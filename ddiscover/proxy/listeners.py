@@ -37,16 +37,19 @@ from twisted.internet.interfaces import IDelayedCall, IListeningPort, IPushProdu
 from twisted.python.failure import Failure
 
 from ddiscover._log import make_logger
-from ddiscover.catalog import Address, Backend, Catalog
+from ddiscover.catalog import Address, Backend, Catalog, Rejection
+from ddiscover.catalog import Service as CatalogService
 from ddiscover.config import Config
 from ddiscover.health.state import HealthRecord
 from ddiscover.modes.tcp import Session
 from ddiscover.proxy import fastpath
 from ddiscover.proxy.access_log import LoggedSession
 from ddiscover.proxy.balancer import Balancer, HealthView
+from ddiscover.proxy.budget import fd_budget
 from ddiscover.proxy.counters import Counters
 from ddiscover.proxy.reactor import ProxyReactor
 from ddiscover.proxy.service import ServiceProxy
+from ddiscover.text import clip
 
 log = make_logger()
 
@@ -112,6 +115,9 @@ class Listeners(Service):
         self._session = LoggedSession if config.access_log else Session
         # Services holding clients until a backend's first check passes.
         self._holding: set[ServiceProxy] = set()
+        self._budget = fd_budget(config.fd_limit) if config.fd_limit > 0 else None
+        # Services refused a listener by the budget, logged once each.
+        self._over_budget: set[str] = set()
         health.subscribe(self._health_changed)
 
     @property
@@ -165,6 +171,42 @@ class Listeners(Service):
         if self.running:
             for listener in to_open:
                 self._open(listener)
+
+    def budgeted(self, catalog: Catalog) -> Catalog:
+        """``catalog`` cut to the services that get a listener under the descriptor budget
+        (see :mod:`ddiscover.proxy.budget`), for the checker and :meth:`reconcile` alike.
+
+        At most ``per_service`` listeners per registry service (the ports of one ``port``
+        key) and ``listeners`` in all, services listening already first.  The rest become
+        one rejection per registry service, logged once while it lasts.
+        """
+        budget, services = self._budget, catalog.services
+        if budget is None or len(services) <= budget.per_service:
+            self._over_budget = set()
+            return catalog
+        listening = self._listeners.keys()
+        kept: dict[str, CatalogService] = {}
+        per_group: dict[str, int] = {}
+        refused: dict[str, list[str]] = {}
+        for name in sorted(services, key=lambda name: (name not in listening, name)):
+            group = _registry_service(services[name])
+            if per_group.get(group, 0) >= budget.per_service or len(kept) >= budget.listeners:
+                refused.setdefault(group, []).append(name)
+                continue
+            per_group[group] = per_group.get(group, 0) + 1
+            kept[name] = services[name]
+        logged, self._over_budget = self._over_budget, set(refused)
+        rejections = set(catalog.rejections)
+        for group, names in sorted(refused.items()):
+            reason = (
+                f"not listening on {len(names)} of its ports ({services[names[0]].port} and "
+                f"more): over the budget of {budget.per_service} listeners per service and "
+                f"{budget.listeners} in all under the open-files limit {budget.limit}"
+            )
+            rejections.add(Rejection(clip(group), reason))
+            if group not in logged:
+                log.error("service {service}: {reason}", service=clip(group), reason=reason)
+        return Catalog(kept, frozenset(rejections))
 
     def startService(self) -> None:
         """Open the port of every service reconciled so far."""
@@ -346,6 +388,13 @@ class Listeners(Service):
         )
         for session in list(self._sessions):
             session.abort()
+
+
+def _registry_service(service: CatalogService) -> str:
+    """The registry service a listen port belongs to: ``app`` for ``app:443``, one of the
+    services a ``port`` key listing several ports makes (see :mod:`ddiscover.registry.layout`)."""
+    suffix = f":{service.port}"
+    return service.name[: -len(suffix)] if service.name.endswith(suffix) else service.name
 
 
 def _pause(port: IListeningPort, paused: bool) -> None:

@@ -384,3 +384,49 @@ class HoldTests(SynchronousTestCase):
         self.health.pending.clear()
         _, transport = self.harness.accept(80)
         self.assertTrue(transport.disconnecting)
+
+
+class BudgetTests(SynchronousTestCase):
+    """Listeners are budgeted against the open-files limit, per registry service and in all."""
+
+    def test_excess_ports_of_one_service_refused(self) -> None:
+        """Under a 1,024 limit a port key listing 40 ports gets 30 listeners (one line for the
+        rest, once); the other services are listened for as usual."""
+        harness = Harness(fd_limit=1024)
+        services = [(f"app:{40000 + i}", 40000 + i, frozenset({A})) for i in range(40)]
+        wanted = catalog(*services, ("web", 80, frozenset({B})))
+        listeners = harness.listeners
+        with capturedLogs() as events:
+            listeners.reconcile(listeners.budgeted(wanted))
+            listeners.startService()
+            budgeted = listeners.budgeted(wanted)
+            listeners.reconcile(budgeted)
+        listening = sorted(harness.listening())
+        self.assertEqual(listening, [80, *range(40000, 40030)])
+        errors = [e for e in events if e["log_level"].name == "error"]
+        self.assertEqual(len(errors), 1)
+        self.assertEqual(errors[0]["service"], "app")
+        self.assertIn("not listening on 10 of its ports (40030 and more)", errors[0]["reason"])
+        self.assertEqual([r.key for r in budgeted.rejections], ["app"])
+        self.assertIn("web", harness.listeners.frontends())
+
+    def test_total_budget(self) -> None:
+        """Services past the total budget (122 listeners under 1,024) are refused too, the
+        ones already listening kept first."""
+        harness = Harness(fd_limit=1024)
+        harness.listeners.startService()
+        harness.listeners.reconcile(catalog(("web", 80, frozenset({A}))))
+        services = [(f"s{i:03}", 20000 + i, frozenset({A})) for i in range(130)]
+        wanted = catalog(*services, ("web", 80, frozenset({A})))
+        with capturedLogs() as events:
+            harness.listeners.reconcile(harness.listeners.budgeted(wanted))
+        self.assertEqual(len(harness.listening()), 122)
+        self.assertIn(80, harness.listening())
+        self.assertEqual(len([e for e in events if e["log_level"].name == "error"]), 9)
+
+    def test_unknown_limit_not_budgeted(self) -> None:
+        """Without a known fd limit (fd_limit 0) every service is listened for."""
+        harness = Harness()
+        services = [(f"app:{40000 + i}", 40000 + i, frozenset({A})) for i in range(40)]
+        wanted = catalog(*services)
+        self.assertIs(harness.listeners.budgeted(wanted), wanted)
