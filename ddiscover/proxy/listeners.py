@@ -47,6 +47,7 @@ from ddiscover.proxy.access_log import LoggedSession
 from ddiscover.proxy.balancer import Balancer, HealthView
 from ddiscover.proxy.budget import fd_budget
 from ddiscover.proxy.counters import Counters
+from ddiscover.proxy.loops import LoopGuard
 from ddiscover.proxy.reactor import ProxyReactor
 from ddiscover.proxy.service import ServiceProxy
 from ddiscover.text import clip
@@ -118,6 +119,7 @@ class Listeners(Service):
         self._budget = fd_budget(config.fd_limit) if config.fd_limit > 0 else None
         # Services refused a listener by the budget, logged once each.
         self._over_budget: set[str] = set()
+        self._loops = LoopGuard(config.interface)
         health.subscribe(self._health_changed)
 
     @property
@@ -173,13 +175,16 @@ class Listeners(Service):
                 self._open(listener)
 
     def budgeted(self, catalog: Catalog) -> Catalog:
-        """``catalog`` cut to the services that get a listener under the descriptor budget
-        (see :mod:`ddiscover.proxy.budget`), for the checker and :meth:`reconcile` alike.
+        """``catalog`` without backends that loop back into ddiscover (see
+        :mod:`ddiscover.proxy.loops`), cut to the services that get a listener under the
+        descriptor budget (see :mod:`ddiscover.proxy.budget`), for the checker and
+        :meth:`reconcile` alike.
 
         At most ``per_service`` listeners per registry service (the ports of one ``port``
         key) and ``listeners`` in all, services listening already first.  The rest become
         one rejection per registry service, logged once while it lasts.
         """
+        catalog = self._loops.refuse(catalog)
         budget, services = self._budget, catalog.services
         if budget is None or len(services) <= budget.per_service:
             self._over_budget = set()

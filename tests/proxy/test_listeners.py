@@ -8,7 +8,7 @@ from twisted.internet.address import IPv4Address
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-from ddiscover.catalog import Backend, Catalog, Service
+from ddiscover.catalog import Address, Backend, Catalog, Service
 from ddiscover.proxy.listeners import FULL, OPEN, STOP, Listeners
 from ddiscover.proxy.relay import ClientSide
 from ddiscover.proxy.service import ServiceProxy
@@ -430,3 +430,15 @@ class BudgetTests(SynchronousTestCase):
         services = [(f"app:{40000 + i}", 40000 + i, frozenset({A})) for i in range(40)]
         wanted = catalog(*services)
         self.assertIs(harness.listeners.budgeted(wanted), wanted)
+
+
+class LoopTests(SynchronousTestCase):
+    """A backend at one of our own listeners is refused before anything else sees it."""
+
+    def test_own_listener_refused(self) -> None:
+        """On 127.0.0.2, a backend at 127.0.0.2:80 for a service on port 80 is left out."""
+        harness = Harness()
+        own = Backend("self", Address("127.0.0.2", 80))
+        result = harness.listeners.budgeted(catalog(("web", 80, frozenset({A, own}))))
+        self.assertEqual(result.services["web"].backends, frozenset({A}))
+        self.assertEqual([r.key for r in result.rejections], ["web/self"])
