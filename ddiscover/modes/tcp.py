@@ -29,6 +29,7 @@ from __future__ import annotations
 from typing import ClassVar, Protocol
 
 from twisted.internet import protocol
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IAddress, IConnector, IDelayedCall
 from twisted.python.failure import Failure
 
@@ -64,6 +65,9 @@ class Dispatcher(Protocol):
     connect_timeout: float
     idle_timeout: float
     max_attempts: int
+    #: The local end of every connected backend socket, to tell our own connects when they
+    #: come back in (a loop); ``None`` turns that off.
+    own_ends: dict[tuple[str, int], Session] | None
     balancer: Balancer
     counters: Counters
     servers: dict[Backend, Counters]
@@ -124,6 +128,8 @@ class Session:
     termination = "--"
     #: Whether the session waits in its service's queue for a backend's first check.
     held = False
+    #: The local end of the backend socket, while it is in the service's ``own_ends``.
+    _own_end: tuple[str, int] | None = None
 
     def __init__(self, proxy: Dispatcher) -> None:
         self._proxy = proxy
@@ -187,9 +193,28 @@ class Session:
         address = backend.address
         # Not an endpoint: this runs for every proxied connection, and an endpoint would add a
         # Deferred chain, a wrapping factory and a wrapping protocol.
-        attempt.connector = fastpath.connect(
+        connector = attempt.connector = fastpath.connect(
             proxy.reactor, address.host, address.port, attempt, proxy.connect_timeout
         )
+        # Known before the connect completes, which matters: a connect that loops back into
+        # ddiscover may be accepted before we see it complete.
+        if proxy.own_ends is not None and isinstance(connector, fastpath.LeanConnect):
+            end = connector.local_end()
+            if end is not None:
+                self._track_own_end(end)
+
+    def _track_own_end(self, end: tuple[str, int]) -> None:
+        """Let the service know ``end`` is ours, to refuse it if it comes back in (a loop)."""
+        own_ends = self._proxy.own_ends
+        if own_ends is not None:
+            self._own_end = end
+            own_ends[end] = self
+
+    def _forget_own_end(self) -> None:
+        end, self._own_end = self._own_end, None
+        own_ends = self._proxy.own_ends
+        if end is not None and own_ends is not None and own_ends.get(end) is self:
+            del own_ends[end]
 
     def connect_failed(self, attempt: _Attempt, reason: Failure) -> None:
         """Report the failed attempt and redispatch, or abort the client after the last one."""
@@ -198,6 +223,7 @@ class Session:
         backend, server = self.server, self._server_counters
         assert backend is not None and server is not None, "an attempt without a backend"
         self._end_attempt()
+        self._forget_own_end()
         # ``server`` stays: the backend last tried, for the access log.
         self._server_counters = None
         proxy = self._proxy
@@ -246,6 +272,10 @@ class Session:
         client, backend = self.client, self.backend
         client.wire(proxy.counters, server, seconds)
         backend.wire(proxy.counters, server, seconds)
+        if proxy.own_ends is not None and self._own_end is None:
+            local: object = backend.tcp.getHost()
+            if isinstance(local, IPv4Address | IPv6Address):
+                self._track_own_end((local.host, local.port))
         if proxy.idle_timeout > 0:
             self._idle = proxy.reactor.callLater(proxy.idle_timeout, self._idle_check)
         # Only now that both producers are registered may the client be read.
@@ -312,6 +342,7 @@ class Session:
             self._idle.cancel()
             self._idle = None
         proxy = self._proxy
+        self._forget_own_end()
         proxy.counters.session_closed()
         if self._server_counters is not None:
             self._server_counters.session_closed()

@@ -120,6 +120,8 @@ class Listeners(Service):
         # Services refused a listener by the budget, logged once each.
         self._over_budget: set[str] = set()
         self._loops = LoopGuard(config.interface)
+        # The local ends of every service's backend sockets, to refuse loops at accept.
+        self._own_ends: dict[tuple[str, int], Session] = {}
         health.subscribe(self._health_changed)
 
     @property
@@ -162,6 +164,7 @@ class Listeners(Service):
                     self,
                     session=self._session,
                     on_waiting=self._waiting,
+                    own_ends=self._own_ends,
                 )
                 listener = self._listeners[name] = _Listener(proxy, service.port)
                 to_open.append(listener)

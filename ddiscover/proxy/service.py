@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from twisted.internet import protocol
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IAddress, IDelayedCall
 
 from ddiscover._log import make_logger
@@ -20,6 +21,7 @@ from ddiscover.proxy.balancer import Balancer, HealthView
 from ddiscover.proxy.counters import Counters
 from ddiscover.proxy.reactor import ProxyReactor
 from ddiscover.proxy.relay import ClientSide
+from ddiscover.text import clip
 
 log = make_logger()
 
@@ -50,6 +52,7 @@ class ServiceProxy(protocol.ServerFactory):
         *,
         session: Callable[[ServiceProxy], Session] = Session,
         on_waiting: Callable[[ServiceProxy, bool], None] = lambda proxy, waiting: None,
+        own_ends: dict[tuple[str, int], Session] | None = None,
     ) -> None:
         self.name = name
         self.reactor = reactor
@@ -66,6 +69,8 @@ class ServiceProxy(protocol.ServerFactory):
         # Held sessions in arrival order, each with its queue timeout.
         self._waiting: dict[Session, IDelayedCall] = {}
         self._on_waiting = on_waiting
+        self.own_ends = own_ends
+        self._loops_logged: set[Backend] = set()
 
     def update(self, backends: frozenset[Backend]) -> None:
         """Take a new backend set, keeping the rotation and the counters of kept backends.
@@ -78,8 +83,30 @@ class ServiceProxy(protocol.ServerFactory):
         if self._waiting:
             self.dispatch_waiting()
 
-    def buildProtocol(self, addr: IAddress | None) -> ClientSide:
+    def buildProtocol(self, addr: IAddress | None) -> ClientSide | None:
+        """A session for the client at ``addr``, or ``None`` (Twisted closes the socket at
+        once) if ``addr`` is the local end of one of our own backend sockets: a loop."""
+        own_ends = self.own_ends
+        # object, not IAddress: mypy-zope cannot narrow an interface to a class.
+        peer: object = addr
+        if own_ends and isinstance(peer, IPv4Address | IPv6Address):
+            looping = own_ends.get((peer.host, peer.port))
+            if looping is not None:
+                self._refuse_loop(looping)
+                return None
         return self._session(self).client
+
+    def _refuse_loop(self, looping: Session) -> None:
+        backend = looping.server
+        if backend is not None and backend not in self._loops_logged:
+            self._loops_logged.add(backend)
+            log.error(
+                "service {service}: refused a connection from our own connect to backend "
+                "{backend} at {address}: it loops back into ddiscover",
+                service=self.name,
+                backend=clip(backend.id),
+                address=str(backend.address),
+            )
 
     @property
     def waiting(self) -> int:

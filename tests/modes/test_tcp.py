@@ -46,6 +46,7 @@ class Harness:
     def accept(self) -> tuple[ClientSide, FakeTCPTransport]:
         """A new client connection."""
         client = self.proxy.buildProtocol(IPv4Address("TCP", "192.0.2.1", 40000))
+        assert client is not None
         transport = FakeTCPTransport(self.reactor)
         transport.connect(client)
         return client, transport

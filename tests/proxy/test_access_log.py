@@ -156,9 +156,11 @@ class OffByDefaultTests(SynchronousTestCase):
     def test_off(self) -> None:
         """Plain :class:`Session`: its sides count nothing extra and it logs nothing."""
         client = self.proxy().buildProtocol(None)
+        assert client is not None
         self.assertIs(type(client.session), Session)
 
     def test_on(self) -> None:
         """With the option, logged sessions."""
         client = self.proxy(access_log=True).buildProtocol(None)
+        assert client is not None
         self.assertIs(type(client.session), LoggedSession)

@@ -42,6 +42,7 @@ class Harness:
     def accept(self, number: int) -> tuple[ClientSide, FakeTCPTransport]:
         """A client accepted on port ``number`` (its backend connect stays in flight)."""
         client = self.proxy(number).buildProtocol(IPv4Address("TCP", "192.0.2.1", 40000))
+        assert client is not None
         transport = FakeTCPTransport(self.reactor)
         transport.connect(client)
         return client, transport

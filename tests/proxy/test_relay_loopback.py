@@ -34,6 +34,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
 from twisted.internet.task import deferLater
+from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
@@ -463,6 +464,26 @@ class LoopbackTests(LoopbackCase):
         server.tcp.write(b"x")
         await self.tracker.idle()
         self.assertIn(_socket_error(server), (errno.ECONNRESET, errno.EPIPE))
+
+    async def test_own_connect_coming_back_is_refused(self) -> None:
+        """A backend that is the proxy's own port: our connect coming back in is closed at
+        accept with one line, so a client costs one session instead of looping to maxconn."""
+        proxy = ServiceProxy(
+            "svc", self.reactor, make_config(), self.health, self.tracker, own_ends={}
+        )
+        port = fastpath.listen(self.reactor, 0, proxy, 50, "127.0.0.1", lambda: 1000)
+        self.addCleanup(port.stopListening)
+        own = Backend("self", Address("127.0.0.1", number(port)))
+        self.health.up.add(own.address)
+        proxy.update(frozenset({own}))
+        with capturedLogs() as events:
+            client = await self.client(number(port))
+            await client.lost.wait()
+            await self.tracker.idle()
+        self.assertEqual(proxy.counters.stot, 1)
+        self.assertEqual(proxy.own_ends, {})
+        refused = [e for e in events if "loops back into ddiscover" in e["log_format"]]
+        self.assertEqual(len(refused), 1)
 
     async def test_client_reset_right_after_connect(self) -> None:
         """A client that resets before the backend connect completes is noticed once the
