@@ -65,9 +65,9 @@ class Dispatcher(Protocol):
     connect_timeout: float
     idle_timeout: float
     max_attempts: int
-    #: The local end of every connected backend socket, to tell our own connects when they
-    #: come back in (a loop); ``None`` turns that off.
-    own_ends: dict[tuple[str, int], Session] | None
+    #: ``(local host, local port, destination port)`` of every backend socket, to tell our
+    #: own connects when they come back in (a loop); ``None`` turns that off.
+    own_ends: dict[tuple[str, int, int], Session] | None
     balancer: Balancer
     counters: Counters
     servers: dict[Backend, Counters]
@@ -129,7 +129,7 @@ class Session:
     #: Whether the session waits in its service's queue for a backend's first check.
     held = False
     #: The local end of the backend socket, while it is in the service's ``own_ends``.
-    _own_end: tuple[str, int] | None = None
+    _own_end: tuple[str, int, int] | None = None
 
     def __init__(self, proxy: Dispatcher) -> None:
         self._proxy = proxy
@@ -201,13 +201,14 @@ class Session:
         if proxy.own_ends is not None and isinstance(connector, fastpath.LeanConnect):
             end = connector.local_end()
             if end is not None:
-                self._track_own_end(end)
+                self._track_own_end(*end)
 
-    def _track_own_end(self, end: tuple[str, int]) -> None:
-        """Let the service know ``end`` is ours, to refuse it if it comes back in (a loop)."""
-        own_ends = self._proxy.own_ends
-        if own_ends is not None:
-            self._own_end = end
+    def _track_own_end(self, host: str, port: int) -> None:
+        """Let the service know ``host:port`` is our end of the socket to the backend, to
+        refuse it if it comes back in (a loop)."""
+        own_ends, server = self._proxy.own_ends, self.server
+        if own_ends is not None and server is not None:
+            self._own_end = end = (host, port, server.address.port)
             own_ends[end] = self
 
     def _forget_own_end(self) -> None:
@@ -275,7 +276,7 @@ class Session:
         if proxy.own_ends is not None and self._own_end is None:
             local: object = backend.tcp.getHost()
             if isinstance(local, IPv4Address | IPv6Address):
-                self._track_own_end((local.host, local.port))
+                self._track_own_end(local.host, local.port)
         if proxy.idle_timeout > 0:
             self._idle = proxy.reactor.callLater(proxy.idle_timeout, self._idle_check)
         # Only now that both producers are registered may the client be read.

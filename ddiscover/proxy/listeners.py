@@ -121,7 +121,7 @@ class Listeners(Service):
         self._over_budget: set[str] = set()
         self._loops = LoopGuard(config.interface)
         # The local ends of every service's backend sockets, to refuse loops at accept.
-        self._own_ends: dict[tuple[str, int], Session] = {}
+        self._own_ends: dict[tuple[str, int, int], Session] = {}
         health.subscribe(self._health_changed)
 
     @property
@@ -312,6 +312,7 @@ class Listeners(Service):
             listener.retry = self._reactor.callLater(self._retry_interval, self._open, listener)
             return
         listener.listening = port
+        listener.proxy.port = number
         listener.state = OPEN
         if self._full:
             _pause(port, True)

@@ -52,7 +52,7 @@ class ServiceProxy(protocol.ServerFactory):
         *,
         session: Callable[[ServiceProxy], Session] = Session,
         on_waiting: Callable[[ServiceProxy, bool], None] = lambda proxy, waiting: None,
-        own_ends: dict[tuple[str, int], Session] | None = None,
+        own_ends: dict[tuple[str, int, int], Session] | None = None,
     ) -> None:
         self.name = name
         self.reactor = reactor
@@ -70,6 +70,8 @@ class ServiceProxy(protocol.ServerFactory):
         self._waiting: dict[Session, IDelayedCall] = {}
         self._on_waiting = on_waiting
         self.own_ends = own_ends
+        #: The port listened on for the service (set by the listeners), or 0.
+        self.port = 0
         self._loops_logged: set[Backend] = set()
 
     def update(self, backends: frozenset[Backend]) -> None:
@@ -85,12 +87,14 @@ class ServiceProxy(protocol.ServerFactory):
 
     def buildProtocol(self, addr: IAddress | None) -> ClientSide | None:
         """A session for the client at ``addr``, or ``None`` (Twisted closes the socket at
-        once) if ``addr`` is the local end of one of our own backend sockets: a loop."""
+        once) if ``addr`` is the local end of one of our own backend sockets to this port:
+        a loop.  The port must match too: the kernel gives the same local port to
+        connections to different destinations, so a client's port alone proves nothing."""
         own_ends = self.own_ends
         # object, not IAddress: mypy-zope cannot narrow an interface to a class.
         peer: object = addr
         if own_ends and isinstance(peer, IPv4Address | IPv6Address):
-            looping = own_ends.get((peer.host, peer.port))
+            looping = own_ends.get((peer.host, peer.port, self.port))
             if looping is not None:
                 self._refuse_loop(looping)
                 return None

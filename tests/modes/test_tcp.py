@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Sequence
+from typing import cast
 
 from twisted.internet import error
 from twisted.internet.address import IPv4Address
@@ -19,6 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from ddiscover.catalog import Backend
 from ddiscover.health.result import CheckStatus
+from ddiscover.modes.tcp import Session
 from ddiscover.proxy.relay import BackendSide, ClientSide
 from ddiscover.proxy.service import ServiceProxy
 from tests.proxy import FakeHealth, FakeTCPTransport, RecordingTracker, backend, make_config
@@ -425,3 +427,24 @@ class UpdateTests(SynchronousTestCase):
         self.assertEqual(counters_a.bout, 3)
         harness.proxy.update(frozenset({A, B, C}))
         self.assertIsNot(harness.proxy.servers[A], counters_a)
+
+
+class LoopAtAcceptTests(SynchronousTestCase):
+    """A client whose address is our own end of a backend socket to this port is refused."""
+
+    def test_only_a_full_match_is_a_loop(self) -> None:
+        """The same host and port toward another destination port is an ordinary client
+        (the kernel reuses local ports across destinations); toward this port, a loop."""
+        harness = Harness([A])
+        harness.proxy.own_ends, harness.proxy.port = {}, 80
+        client, _, _, _ = harness.established()
+        session = cast(Session, client.session)
+        peer = IPv4Address("TCP", "192.0.2.1", 40000)
+        harness.proxy.own_ends[("192.0.2.1", 40000, 8001)] = session
+        self.assertIsNotNone(harness.proxy.buildProtocol(peer))
+        harness.proxy.own_ends[("192.0.2.1", 40000, 80)] = session
+        with capturedLogs() as events:
+            self.assertIsNone(harness.proxy.buildProtocol(peer))
+            self.assertIsNone(harness.proxy.buildProtocol(peer))
+        self.assertEqual(len(events), 1)
+        self.assertIn("loops back into ddiscover", events[0]["log_format"])

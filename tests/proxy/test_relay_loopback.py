@@ -473,6 +473,7 @@ class LoopbackTests(LoopbackCase):
         )
         port = fastpath.listen(self.reactor, 0, proxy, 50, "127.0.0.1", lambda: 1000)
         self.addCleanup(port.stopListening)
+        proxy.port = number(port)
         own = Backend("self", Address("127.0.0.1", number(port)))
         self.health.up.add(own.address)
         proxy.update(frozenset({own}))
