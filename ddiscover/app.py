@@ -10,7 +10,7 @@ from typing import cast
 
 from twisted.application import strports
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import quoteStringArgument
 from twisted.internet.interfaces import (
     IReactorCore,
@@ -49,7 +49,9 @@ class Discovery:
         self._listeners = listeners
 
     def apply(self, catalog: Catalog) -> None:
-        """Log what changed and reconcile health checks and listeners with ``catalog``."""
+        """Log what changed and reconcile health checks and listeners with ``catalog``, cut
+        to the listener budget (a service refused a listener is not checked either)."""
+        catalog = self._listeners.budgeted(catalog)
         change = diff(self.catalog, catalog)
         for name in sorted(change.added):
             service = catalog.services[name]
@@ -97,6 +99,26 @@ class _HTTPPoolService(Service):
         return self._pool.closeCachedConnections()
 
 
+class _OrderedStop(MultiService):
+    """A ``MultiService`` that stops its children one at a time, the last added first, each
+    once the one before it has finished (``MultiService`` stops them all at once).
+
+    That is how the stats port outlives the drain: it is added before the listeners, so
+    ``/health`` answers 503 "stopping" until the last proxied connection has closed.
+    """
+
+    def stopService(self) -> Deferred[None]:
+        Service.stopService(self)
+        return Deferred.fromCoroutine(self._stop_each())
+
+    async def _stop_each(self) -> None:
+        for child in reversed(list(self)):
+            try:
+                await maybeDeferred(child.stopService)
+            except Exception:
+                log.failure("stopping {service} failed", service=child.name)
+
+
 def build_service(
     config: Config,
     reactor: ProxyReactor,
@@ -112,7 +134,10 @@ def build_service(
     clock = cast(IReactorTime, reactor)
     tcp = cast(IReactorTCP, reactor)
     started = clock.seconds()
-    root = MultiService()
+    # Children stop in the reverse of the order they are added: registry, listeners (the
+    # drain), health, stats, the etcd connection pool.
+    root = _OrderedStop()
+    children: list[tuple[str, Service]] = []
     if http is None:
         http, pool = build_http_client(tcp, config.etcd_access.tls, config.etcd_timeout)
         _HTTPPoolService(pool).setServiceParent(root)
@@ -143,9 +168,6 @@ def build_service(
         discovery.apply,
         sync_deadline=config.watch_timeout + config.etcd_timeout,
     )
-    for name, child in (("health", checker), ("listeners", listeners), ("registry", watcher)):
-        child.setName(name)
-        child.setServiceParent(root)
     if config.stats_port:
         description = (
             f"tcp:{config.stats_port}:interface={quoteStringArgument(config.stats_interface)}"
@@ -159,7 +181,11 @@ def build_service(
             started=started,
         )
         site = Site(StatsRoot(sources))
-        stats = strports.service(description, site, reactor=cast(IReactorCore, reactor))
-        stats.setName("stats")
-        stats.setServiceParent(root)
+        children.append(
+            ("stats", strports.service(description, site, reactor=cast(IReactorCore, reactor)))
+        )
+    children += [("health", checker), ("listeners", listeners), ("registry", watcher)]
+    for name, child in children:
+        child.setName(name)
+        child.setServiceParent(root)
     return root

@@ -15,7 +15,10 @@ class Config:
     Durations are seconds.  ``etcd`` holds one or more base URLs such as
     ``http://10.0.0.5:2379`` that the registry fails over between, in order.
     ``stats_auth`` is the ``(user, password)`` of the stats page, or ``None`` for no auth and
-    no admin actions; it is left out of ``repr`` so it never reaches a log.
+    no admin actions; it is left out of ``repr`` so it never reaches a log.  ``maxconn`` 0
+    (the option's default) means "derive it from the open-files limit", which
+    :func:`ddiscover.tap.makeService` does, setting ``fd_limit`` too, before anything is
+    built; ``fd_limit`` 0 means unknown (then listeners are not budgeted).
     """
 
     etcd: tuple[URL, ...]
@@ -31,6 +34,7 @@ class Config:
     idle_timeout: float = 60.0
     retries: int = 3
     maxconn: int = 4096
+    fd_limit: int = 0
     drain_timeout: float = 8.0
     log_level: str = "info"
     backlog: int = 4096

@@ -11,14 +11,16 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
+import attrs
 from twisted.application.service import IService
 from twisted.python import usage
 
 from ddiscover import __version__
-from ddiscover._log import set_level
+from ddiscover._log import make_logger, set_level
 from ddiscover.command import CommandOptions, with_log_level
 from ddiscover.config import Config
 from ddiscover.process import freeze_startup_objects, raise_fd_limit, stop_gracefully_on_sigterm
+from ddiscover.proxy.budget import fd_budget, fit_maxconn
 from ddiscover.registry.options import (
     ETCD_OPTIONS,
     LOG_LEVEL_OPTION,
@@ -26,6 +28,8 @@ from ddiscover.registry.options import (
     parse_access,
     parse_endpoints,
 )
+
+log = make_logger()
 
 
 def _number(kind: Callable[[str], Any], minimum: float, maximum: float | None = None) -> Any:
@@ -53,7 +57,7 @@ _NUMBERS = {
     "connect-timeout": _number(float, 0.01),
     "idle-timeout": _number(float, 0.01),
     "retries": _number(int, 1, 100),
-    "maxconn": _number(int, 1),
+    "maxconn": _number(int, 0),
     "drain-timeout": _number(float, 0),
     "backlog": _number(int, 1, 65535),
 }
@@ -111,7 +115,13 @@ class Options(CommandOptions):
         ["connect-timeout", None, 5.0, "Seconds allowed for one connect to a backend."],
         ["idle-timeout", None, 60.0, "Close a proxied connection idle this long both ways."],
         ["retries", None, 3, "Connect attempts per client connection, on different backends."],
-        ["maxconn", None, 4096, "Global cap on proxied connections; above it, stop accepting."],
+        [
+            "maxconn",
+            None,
+            0,
+            "Global cap on proxied connections; above it, stop accepting. 0 (the default) "
+            "derives it from the open-files limit: about (limit - reserve) / 2.",
+        ],
         ["drain-timeout", None, 8.0, "On SIGTERM, seconds open connections may take to finish."],
         ["backlog", None, 4096, "Listen backlog of each service port."],
         LOG_LEVEL_OPTION,
@@ -178,9 +188,21 @@ def makeService(options: Options) -> IService:
     from ddiscover.app import build_service  # noqa: PLC0415
 
     set_level(options.config.log_level)
-    raise_fd_limit()
+    config = fit_to_fd_limit(options.config, raise_fd_limit())
     reactor.callWhenRunning(stop_gracefully_on_sigterm, reactor, reactor.stop)
     reactor.callWhenRunning(freeze_startup_objects)
-    return with_log_level(
-        build_service(options.config, reactor), options.config.log_level, options
-    )
+    return with_log_level(build_service(config, reactor), config.log_level, options)
+
+
+def fit_to_fd_limit(config: Config, limit: int) -> Config:
+    """``config`` with its maxconn derived from (or checked against) the open-files ``limit``."""
+    maxconn, problem = fit_maxconn(config.maxconn, fd_budget(limit))
+    if problem is not None:
+        log.warn("{problem}", problem=problem)
+    elif config.maxconn == 0:
+        log.info(
+            "maxconn {maxconn}, derived from the open-files limit {limit}",
+            maxconn=maxconn,
+            limit=limit,
+        )
+    return attrs.evolve(config, maxconn=maxconn, fd_limit=limit)

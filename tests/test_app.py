@@ -4,6 +4,7 @@ from typing import cast
 
 from hyperlink import URL
 from treq.testing import StubTreq
+from twisted.internet.address import IPv4Address
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
@@ -16,7 +17,7 @@ from ddiscover.proxy.reactor import ProxyReactor
 from ddiscover.registry.etcd2 import HTTPClientLike
 from tests.fake_endpoints import FakeEndpoints
 from tests.fake_etcd import FakeEtcdV2Resource
-from tests.proxy import PortsReactor
+from tests.proxy import FakeTCPTransport, PortsReactor
 
 BACKEND = Address("10.0.0.1", 8080)
 
@@ -98,4 +99,27 @@ class BuildServiceTests(SynchronousTestCase):
         self.reactor.advance(0)
         self.successResultOf(stopped)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.assertEqual(self.listening(), [])
+
+    def test_stats_port_outlives_the_drain(self) -> None:
+        """Stopping closes the service ports at once but the stats port only once the last
+        proxied connection has closed, so /health can say 503 "stopping" meanwhile."""
+        self.etcd.set("/backends/web/port", "80")
+        self.etcd.set("/backends/web/a1", str(BACKEND))
+        self.root.startService()
+        self.stub.flush()
+        factory = next(f for port, f, _, _ in self.reactor.tcpServers if port == 80)
+        client = factory.buildProtocol(IPv4Address("TCP", "192.0.2.1", 40000))
+        assert client is not None
+        transport = FakeTCPTransport(self.reactor)
+        transport.connect(client)
+        stopped = self.root.stopService()
+        self.stub.flush()
+        self.reactor.advance(0)
+        self.assertNoResult(stopped)
+        self.assertEqual(self.listening(), [(1936, "127.0.0.1")])
+        transport.loseConnection()
+        transport.finish_close()
+        self.reactor.advance(0)
+        self.successResultOf(stopped)
         self.assertEqual(self.listening(), [])

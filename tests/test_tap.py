@@ -3,12 +3,13 @@
 from typing import Any, ClassVar
 
 from hyperlink import URL
+from twisted.logger import capturedLogs
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from ddiscover.config import Config
 from ddiscover.registry.options import parse_etcd
-from ddiscover.tap import Options
+from ddiscover.tap import Options, fit_to_fd_limit
 
 
 def parse(args: list[str], environ: dict[str, str] | None = None) -> Config:
@@ -83,7 +84,7 @@ class NumericOptionTests(SynchronousTestCase):
         )
         self.assertEqual(
             (config.idle_timeout, config.retries, config.maxconn, config.log_level),
-            (60.0, 3, 4096, "info"),
+            (60.0, 3, 0, "info"),
         )
 
     def test_given_values(self) -> None:
@@ -107,7 +108,7 @@ class NumericOptionTests(SynchronousTestCase):
                 "--check-interval must be a number >= 0.01, got '-1'",
             ),
             (["--retries", "0"], "--retries must be a whole number from 1 to 100, got '0'"),
-            (["--maxconn", "1.5"], "--maxconn must be a whole number >= 1, got '1.5'"),
+            (["--maxconn", "1.5"], "--maxconn must be a whole number >= 0, got '1.5'"),
         ]
         for args, message in cases:
             e = self.assertRaises(usage.UsageError, parse, ["--etcd", "h:1", *args])
@@ -227,3 +228,30 @@ class OneLineErrorTests(SynchronousTestCase):
     def test_outside_twistd(self) -> None:
         """Parsed on their own, the options raise UsageError as usual."""
         self.assertRaises(usage.UsageError, Options({}).parseOptions, ["--bogus"])
+
+
+class FitToFdLimitTests(SynchronousTestCase):
+    """makeService's maxconn: derived from the open-files limit, or checked against it."""
+
+    def test_derived_from_limit(self) -> None:
+        """--maxconn 0 becomes about (limit - reserve) / 2, logged once at info."""
+        with capturedLogs() as events:
+            config = fit_to_fd_limit(parse(["--etcd", "h:1"]), 1024)
+        self.assertEqual((config.maxconn, config.fd_limit), (366, 1024))
+        self.assertEqual([e["log_level"].name for e in events], ["info"])
+
+    def test_too_big_warned_and_kept(self) -> None:
+        """A --maxconn that cannot fit is kept, with one warning naming it and the limit."""
+        with capturedLogs() as events:
+            config = fit_to_fd_limit(parse(["--etcd", "h:1", "--maxconn", "4096"]), 1024)
+        self.assertEqual(config.maxconn, 4096)
+        [event] = events
+        self.assertEqual(event["log_level"].name, "warn")
+        self.assertIn("--maxconn 4096 needs about", event["problem"])
+        self.assertIn("open-files limit is 1024", event["problem"])
+
+    def test_fitting_value_silent(self) -> None:
+        """A --maxconn that fits is used as given, without a line."""
+        with capturedLogs() as events:
+            config = fit_to_fd_limit(parse(["--etcd", "h:1", "--maxconn", "100"]), 1024)
+        self.assertEqual((config.maxconn, events), (100, []))

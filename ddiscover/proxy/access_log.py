@@ -10,7 +10,7 @@ reads, and the session logs once both sockets are closed::
 that is: client, ``service/server`` (``<NOSRV>`` when no backend was UP), connect time and
 total time in milliseconds (haproxy's ``Tc``/``Tt``; ``-1`` when no backend connected), bytes
 client-to-backend / backend-to-client, and haproxy's termination state (see
-:class:`~ddiscover.proxy.forwarding.Session`).  The event also carries each value as a field
+:class:`~ddiscover.modes.tcp.Session`).  The event also carries each value as a field
 (``client``, ``service``, ``server``, ``address``, ``connect_ms``, ``duration_ms``,
 ``bytes_in``, ``bytes_out``, ``termination``, ``retries``) for JSON log consumers.
 """
@@ -21,7 +21,8 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import ITransport
 
 from ddiscover._log import make_logger
-from ddiscover.proxy.forwarding import BackendSide, ClientSide, ServiceProxy, Session
+from ddiscover.modes.tcp import Dispatcher, Session
+from ddiscover.proxy.relay import BackendSide, ClientSide
 
 log = make_logger()
 
@@ -56,7 +57,7 @@ class LoggedSession(Session):
     client_side = _CountingClientSide
     backend_side = _CountingBackendSide
 
-    def __init__(self, proxy: ServiceProxy) -> None:
+    def __init__(self, proxy: Dispatcher) -> None:
         super().__init__(proxy)
         self.accepted = proxy.reactor.seconds()
         self.connected_at: float | None = None

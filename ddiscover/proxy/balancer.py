@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import enum
 from bisect import bisect_right
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Protocol
 
 from ddiscover.catalog import Address, Backend
 from ddiscover.health.result import CheckResult
+from ddiscover.health.state import HealthRecord
+
+HealthSubscriber = Callable[[Address, HealthRecord, HealthRecord], None]
+"""Called with ``(address, old, new)`` when an address's health changes."""
 
 
 class HealthView(Protocol):
@@ -27,6 +31,12 @@ class HealthView(Protocol):
 
     def is_up(self, address: Address) -> bool:
         """Whether ``address`` may receive new connections now."""
+
+    def is_pending(self, address: Address) -> bool:
+        """Whether ``address`` is new to the catalog and waits for its first check."""
+
+    def subscribe(self, callback: HealthSubscriber) -> None:
+        """Call ``callback`` on every change of health (UP<->DOWN, and first results)."""
 
     def report(self, address: Address, result: CheckResult) -> None:
         """Count a failed proxied connect to ``address`` like a failed health check."""
@@ -103,6 +113,11 @@ class Balancer:
         """How many backends may be chosen now: UP and READY."""
         held, health = self._held, self._health
         return sum(1 for b in self._backends if b not in held and health.is_up(b.address))
+
+    def pending(self) -> bool:
+        """Whether a READY backend still waits for its first check, so may soon be UP."""
+        held, health = self._held, self._health
+        return any(b not in held and health.is_pending(b.address) for b in self._backends)
 
     def up_count(self) -> int:
         """How many of the backends are UP now."""

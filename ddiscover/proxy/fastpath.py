@@ -306,6 +306,15 @@ class LeanConnect:
         code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if sock is not None else 0
         self._fail(self._connect_error(code) if code else error.ConnectError(string=str(reason)))
 
+    def local_end(self) -> tuple[str, int] | None:
+        """The local ``(host, port)`` of the connect in progress (the kernel picks it in
+        ``connect()``), or ``None`` once it is over."""
+        sock = self._sock
+        if sock is None:
+            return None
+        host, port = sock.getsockname()[:2]
+        return str(host), int(port)
+
     def stopConnecting(self) -> None:
         """Give up on a connect in progress; reported as Twisted reports it, a ``UserError``."""
         if self._sock is not None:

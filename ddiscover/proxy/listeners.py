@@ -1,6 +1,6 @@
 """One listening port per service, reconciled live with the catalog, under a global maxconn.
 
-:class:`Listeners` owns a :class:`~ddiscover.proxy.forwarding.ServiceProxy` per service for
+:class:`Listeners` owns a :class:`~ddiscover.proxy.service.ServiceProxy` per service for
 as long as the service exists: a change of backends only updates its balancer, a change of
 port closes the old port and opens the new one with the same factory (so counters carry on),
 and a removed service stops listening at once while its open connections run to completion.
@@ -37,14 +37,20 @@ from twisted.internet.interfaces import IDelayedCall, IListeningPort, IPushProdu
 from twisted.python.failure import Failure
 
 from ddiscover._log import make_logger
-from ddiscover.catalog import Backend, Catalog
+from ddiscover.catalog import Address, Backend, Catalog, Rejection
+from ddiscover.catalog import Service as CatalogService
 from ddiscover.config import Config
+from ddiscover.health.state import HealthRecord
+from ddiscover.modes.tcp import Session
 from ddiscover.proxy import fastpath
 from ddiscover.proxy.access_log import LoggedSession
 from ddiscover.proxy.balancer import Balancer, HealthView
+from ddiscover.proxy.budget import fd_budget
 from ddiscover.proxy.counters import Counters
-from ddiscover.proxy.forwarding import ServiceProxy, Session
+from ddiscover.proxy.loops import LoopGuard
 from ddiscover.proxy.reactor import ProxyReactor
+from ddiscover.proxy.service import ServiceProxy
+from ddiscover.text import clip
 
 log = make_logger()
 
@@ -108,6 +114,15 @@ class Listeners(Service):
         self._deadline: IDelayedCall | None = None
         # Chosen once here, so without --access-log no connection pays for it.
         self._session = LoggedSession if config.access_log else Session
+        # Services holding clients until a backend's first check passes.
+        self._holding: set[ServiceProxy] = set()
+        self._budget = fd_budget(config.fd_limit) if config.fd_limit > 0 else None
+        # Services refused a listener by the budget, logged once each.
+        self._over_budget: set[str] = set()
+        self._loops = LoopGuard(config.interface)
+        # The local ends of every service's backend sockets, to refuse loops at accept.
+        self._own_ends: dict[tuple[str, int, int], Session] = {}
+        health.subscribe(self._health_changed)
 
     @property
     def active(self) -> int:
@@ -142,7 +157,14 @@ class Listeners(Service):
             listener = self._listeners.get(name)
             if listener is None:
                 proxy = ServiceProxy(
-                    name, self._reactor, self._config, self._health, self, session=self._session
+                    name,
+                    self._reactor,
+                    self._config,
+                    self._health,
+                    self,
+                    session=self._session,
+                    on_waiting=self._waiting,
+                    own_ends=self._own_ends,
                 )
                 listener = self._listeners[name] = _Listener(proxy, service.port)
                 to_open.append(listener)
@@ -154,6 +176,45 @@ class Listeners(Service):
         if self.running:
             for listener in to_open:
                 self._open(listener)
+
+    def budgeted(self, catalog: Catalog) -> Catalog:
+        """``catalog`` without backends that loop back into ddiscover (see
+        :mod:`ddiscover.proxy.loops`), cut to the services that get a listener under the
+        descriptor budget (see :mod:`ddiscover.proxy.budget`), for the checker and
+        :meth:`reconcile` alike.
+
+        At most ``per_service`` listeners per registry service (the ports of one ``port``
+        key) and ``listeners`` in all, services listening already first.  The rest become
+        one rejection per registry service, logged once while it lasts.
+        """
+        catalog = self._loops.refuse(catalog)
+        budget, services = self._budget, catalog.services
+        if budget is None or len(services) <= budget.per_service:
+            self._over_budget = set()
+            return catalog
+        listening = self._listeners.keys()
+        kept: dict[str, CatalogService] = {}
+        per_group: dict[str, int] = {}
+        refused: dict[str, list[str]] = {}
+        for name in sorted(services, key=lambda name: (name not in listening, name)):
+            group = _registry_service(services[name])
+            if per_group.get(group, 0) >= budget.per_service or len(kept) >= budget.listeners:
+                refused.setdefault(group, []).append(name)
+                continue
+            per_group[group] = per_group.get(group, 0) + 1
+            kept[name] = services[name]
+        logged, self._over_budget = self._over_budget, set(refused)
+        rejections = set(catalog.rejections)
+        for group, names in sorted(refused.items()):
+            reason = (
+                f"not listening on {len(names)} of its ports ({services[names[0]].port} and "
+                f"more): over the budget of {budget.per_service} listeners per service and "
+                f"{budget.listeners} in all under the open-files limit {budget.limit}"
+            )
+            rejections.add(Rejection(clip(group), reason))
+            if group not in logged:
+                log.error("service {service}: {reason}", service=clip(group), reason=reason)
+        return Catalog(kept, frozenset(rejections))
 
     def startService(self) -> None:
         """Open the port of every service reconciled so far."""
@@ -209,6 +270,18 @@ class Listeners(Service):
             drained, self._drained = self._drained, None
             drained.callback(None)
 
+    def _waiting(self, proxy: ServiceProxy, waiting: bool) -> None:
+        """``proxy`` started or stopped holding clients until a backend is UP."""
+        if waiting:
+            self._holding.add(proxy)
+        else:
+            self._holding.discard(proxy)
+
+    def _health_changed(self, address: Address, old: HealthRecord, new: HealthRecord) -> None:
+        """A backend's health changed: let the services holding clients forward them."""
+        for proxy in list(self._holding):
+            proxy.dispatch_waiting()
+
     def _open(self, listener: _Listener) -> None:
         """Bind the listener's port, after a close of the same port completes; retry on error."""
         listener.retry = None
@@ -239,6 +312,7 @@ class Listeners(Service):
             listener.retry = self._reactor.callLater(self._retry_interval, self._open, listener)
             return
         listener.listening = port
+        listener.proxy.port = number
         listener.state = OPEN
         if self._full:
             _pause(port, True)
@@ -323,6 +397,13 @@ class Listeners(Service):
         )
         for session in list(self._sessions):
             session.abort()
+
+
+def _registry_service(service: CatalogService) -> str:
+    """The registry service a listen port belongs to: ``app`` for ``app:443``, one of the
+    services a ``port`` key listing several ports makes (see :mod:`ddiscover.registry.layout`)."""
+    suffix = f":{service.port}"
+    return service.name[: -len(suffix)] if service.name.endswith(suffix) else service.name
 
 
 def _pause(port: IListeningPort, paused: bool) -> None:

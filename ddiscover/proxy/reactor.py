@@ -1,6 +1,6 @@
 """What the proxy needs of a reactor, named once below every module that uses it.
 
-:mod:`ddiscover.proxy.forwarding`, :mod:`ddiscover.proxy.fastpath` and
+:mod:`ddiscover.modes.tcp`, :mod:`ddiscover.proxy.service`, :mod:`ddiscover.proxy.fastpath` and
 :mod:`ddiscover.proxy.listeners` all take a :class:`ProxyReactor`; keeping it here, rather than
 in one of them, is what lets them import each other in one direction only.
 """

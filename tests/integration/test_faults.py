@@ -139,7 +139,9 @@ class LoadTests(TestCase):
 
     async def test_fd_exhaustion_is_survived_without_blaming_the_backend(self) -> None:
         """Under a 128-fd limit a flood of 300 clients leaves the backend UP and twistd serving."""
-        ddiscover = await self.serve("--fall", "2", nofile=NOFILE)
+        # A maxconn far above what fits, so descriptors do run out (the derived one fits).
+        ddiscover = await self.serve("--fall", "2", "--maxconn", "4096", nofile=NOFILE)
+        self.assertIn("--maxconn 4096 needs about", ddiscover.output)
         await self.web_on(ddiscover, "steady")
 
         flood = load_client(self, "hold", self.port, FLOOD, FLOOD)
@@ -158,6 +160,20 @@ class LoadTests(TestCase):
         self.assertNotIn("is DOWN", ddiscover.output)
         self.assertEqual([await greeting(self.port) for _ in range(3)], ["steady"] * 3)
         print(f"\n    flood of {FLOOD} under --nofile={NOFILE}: {dict(outcomes)}")
+
+    async def test_flood_waits_under_derived_maxconn(self) -> None:
+        """Under a 128-fd limit, maxconn is derived (30) and a flood of 300 never runs ddiscover
+        out of descriptors: no connect fails on our side, and the frontend shows FULL."""
+        ddiscover = await self.serve("--fall", "2", nofile=NOFILE)
+        self.assertIn("maxconn 30, derived from the open-files limit 128", ddiscover.output)
+        await self.web_on(ddiscover, "steady")
+        flood = load_client(self, "hold", self.port, FLOOD, FLOOD)
+        await ddiscover.connections(30)
+        self.assertEqual((await ddiscover.rows())["web/FRONTEND"]["status"], "FULL")
+        flood.send("close\n")
+        outcomes = (await flood.report())["outcomes"]
+        self.assertNotIn("failed on our side", ddiscover.output)
+        print(f"\n    flood of {FLOOD} under --nofile={NOFILE}, derived maxconn: {outcomes}")
 
 
 class BackendFaultTests(InProcessTestCase):

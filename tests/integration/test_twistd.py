@@ -103,6 +103,8 @@ class TwistdTests(TestCase):
 
         await eventually_async(lambda: refuses(self.port))
         self.assertTrue(self.process.running, "exited before the open connection ended")
+        code, body = await self.process.status()
+        self.assertEqual((code, body["status"]), (503, "stopping"))
         self.assertEqual(await held.echo(b"still here\n"), b"still here\n")
         await held.close()
         code = await self.process.ended()

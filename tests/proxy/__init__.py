@@ -14,6 +14,7 @@ import errno
 import socket
 from collections.abc import Iterable
 
+import attrs
 from hyperlink import URL
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
@@ -32,7 +33,9 @@ from zope.interface import implementer
 from ddiscover.catalog import Address, Backend
 from ddiscover.config import Config
 from ddiscover.health.result import CheckResult
-from ddiscover.proxy.forwarding import Session
+from ddiscover.health.state import discovered
+from ddiscover.modes.tcp import Session
+from ddiscover.proxy.balancer import HealthSubscriber
 
 
 def make_config(**overrides: object) -> Config:
@@ -43,6 +46,15 @@ def make_config(**overrides: object) -> Config:
 def backend(name: str, port: int, host: str = "10.0.0.1") -> Backend:
     """A backend called ``name`` at ``host:port``."""
     return Backend(name, Address(host, port))
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on."""
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    number = int(probe.getsockname()[1])
+    probe.close()
+    return number
 
 
 def blackhole(test: TestCase) -> int:
@@ -60,14 +72,32 @@ def blackhole(test: TestCase) -> int:
 
 
 class FakeHealth:
-    """A health view: UP is membership of ``up``; reports are kept in order."""
+    """A health view: UP is membership of ``up``, pending of ``pending``; reports are kept in
+    order.  :meth:`change` moves an address and tells the subscribers, as the checker does."""
 
-    def __init__(self, up: Iterable[Address] = ()) -> None:
+    def __init__(self, up: Iterable[Address] = (), pending: Iterable[Address] = ()) -> None:
         self.up = set(up)
+        self.pending = set(pending)
         self.reports: list[tuple[Address, CheckResult]] = []
+        self.subscribers: list[HealthSubscriber] = []
 
     def is_up(self, address: Address) -> bool:
         return address in self.up
+
+    def is_pending(self, address: Address) -> bool:
+        return address in self.pending
+
+    def subscribe(self, callback: HealthSubscriber) -> None:
+        self.subscribers.append(callback)
+
+    def change(self, address: Address, *, up: bool) -> None:
+        """``address`` had a check result: it is no longer pending, and UP or not."""
+        old = discovered(1, 1, 0.0)
+        new = attrs.evolve(old, health=1 if up else 0, checked=True)
+        self.pending.discard(address)
+        (self.up.add if up else self.up.discard)(address)
+        for callback in list(self.subscribers):
+            callback(address, old, new)
 
     def report(self, address: Address, result: CheckResult) -> None:
         self.reports.append((address, result))

@@ -11,11 +11,12 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from ddiscover.catalog import Catalog, Service
+from ddiscover.modes.tcp import Session
 from ddiscover.proxy.access_log import LoggedSession
-from ddiscover.proxy.forwarding import ServiceProxy, Session
 from ddiscover.proxy.listeners import Listeners
+from ddiscover.proxy.service import ServiceProxy
+from tests.modes.test_tcp import Harness
 from tests.proxy import FakeHealth, PortsReactor, backend, make_config
-from tests.proxy.test_forwarding import Harness
 
 A, B = backend("a", 8001), backend("b", 8002)
 
@@ -155,9 +156,11 @@ class OffByDefaultTests(SynchronousTestCase):
     def test_off(self) -> None:
         """Plain :class:`Session`: its sides count nothing extra and it logs nothing."""
         client = self.proxy().buildProtocol(None)
+        assert client is not None
         self.assertIs(type(client.session), Session)
 
     def test_on(self) -> None:
         """With the option, logged sessions."""
         client = self.proxy(access_log=True).buildProtocol(None)
+        assert client is not None
         self.assertIs(type(client.session), LoggedSession)

@@ -4,7 +4,7 @@ Every failure of the lean connect must reach the factory with the exception ``co
 would have given, so that redispatch and health reports classify it the same; a write must
 never reorder bytes; an accepted client must not be read before the session says so.  The
 forwarding behaviour over these transports is tested end to end in
-``test_forwarding_loopback.py``, whose proxy listens through :func:`fastpath.listen`.
+``test_relay_loopback.py``, whose proxy listens through :func:`fastpath.listen`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from ddiscover.health.result import CheckStatus, classify_failure
 from ddiscover.proxy import fastpath
 from ddiscover.proxy.fastpath import BackendTransport, ClientTransport, LeanConnect, ProxyPort
-from tests.proxy import blackhole
+from tests.proxy import blackhole, closed_port
 
 KB = 1024
 
@@ -110,15 +110,6 @@ class Accepting(ServerFactory):
         if len(self.accepted) == 1:
             self.first.callback(recorder)
         return recorder
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on."""
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    number = int(probe.getsockname()[1])
-    probe.close()
-    return number
 
 
 class LeanConnectTests(TestCase):
@@ -403,7 +394,7 @@ class OtherReactorsTests(SynchronousTestCase):
         suites = [
             f"tests.proxy.test_fastpath.{name}"
             for name in ("LeanConnectTests", "TransportTests", "ListenTests")
-        ] + ["tests.proxy.test_forwarding_loopback"]
+        ] + ["tests.proxy.test_relay_loopback"]
         for reactor in ("poll", "select"):
             run = subprocess.run(
                 [sys.executable, "-m", "twisted.trial", f"--reactor={reactor}", *suites],

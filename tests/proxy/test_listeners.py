@@ -8,9 +8,10 @@ from twisted.internet.address import IPv4Address
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-from ddiscover.catalog import Backend, Catalog, Service
-from ddiscover.proxy.forwarding import ClientSide, ServiceProxy
+from ddiscover.catalog import Address, Backend, Catalog, Service
 from ddiscover.proxy.listeners import FULL, OPEN, STOP, Listeners
+from ddiscover.proxy.relay import ClientSide
+from ddiscover.proxy.service import ServiceProxy
 from tests.proxy import FakeHealth, FakeTCPTransport, PortsReactor, backend, make_config
 
 A, B = backend("a", 8001), backend("b", 8002)
@@ -41,6 +42,7 @@ class Harness:
     def accept(self, number: int) -> tuple[ClientSide, FakeTCPTransport]:
         """A client accepted on port ``number`` (its backend connect stays in flight)."""
         client = self.proxy(number).buildProtocol(IPv4Address("TCP", "192.0.2.1", 40000))
+        assert client is not None
         transport = FakeTCPTransport(self.reactor)
         transport.connect(client)
         return client, transport
@@ -303,3 +305,141 @@ class DrainTests(SynchronousTestCase):
         self.assertEqual(harness.listeners.active, 0)
         self.assertEqual([c.stoppedConnecting for c in harness.reactor.connectors], [True] * 2)
         self.assertEqual(harness.reactor.getDelayedCalls(), [])
+
+
+class HoldTests(SynchronousTestCase):
+    """Clients arriving while every backend waits for its first check are held, not closed."""
+
+    def setUp(self) -> None:
+        self.harness = Harness(connect_timeout=5.0)
+        self.health = self.harness.health
+        self.health.up.clear()
+        self.health.pending.update({A.address, B.address})
+        self.harness.listeners.reconcile(catalog(("web", 80, frozenset({A, B}))))
+        self.harness.listeners.startService()
+
+    def accept_held(self) -> tuple[ClientSide, FakeTCPTransport]:
+        """A client accepted on port 80, held: paused, open, no connect attempt."""
+        client, transport = self.harness.accept(80)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(transport.producerState, "paused")
+        self.assertEqual(self.harness.reactor.tcpClients, [])
+        return client, transport
+
+    def test_forwarded_once_a_backend_is_up(self) -> None:
+        """Held clients go, in arrival order and round robin, to the first backend UP."""
+        first, _ = self.accept_held()
+        second, _ = self.accept_held()
+        self.assertEqual(self.harness.proxy(80).waiting, 2)
+        self.health.change(B.address, up=True)
+        self.assertEqual(
+            [(host, port) for host, port, *_ in self.harness.reactor.tcpClients],
+            [("10.0.0.1", 8002), ("10.0.0.1", 8002)],
+        )
+        self.assertEqual(self.harness.proxy(80).waiting, 0)
+        self.assertEqual(first.session.server, B)  # type: ignore[attr-defined]
+        self.assertEqual(second.session.server, B)  # type: ignore[attr-defined]
+
+    def test_closed_once_every_first_check_failed(self) -> None:
+        """A held client waits while any first check is to come, then is closed ``SC``."""
+        client, transport = self.accept_held()
+        self.health.change(A.address, up=False)
+        self.assertFalse(transport.disconnecting)
+        with capturedLogs() as events:
+            self.health.change(B.address, up=False)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(client.session.termination, "SC")  # type: ignore[attr-defined]
+        self.assertEqual(
+            [e["log_format"] for e in events], ["service {service} has no server available!"]
+        )
+        transport.finish_close()
+        self.assertEqual(self.harness.listeners.active, 0)
+
+    def test_closed_after_connect_timeout(self) -> None:
+        """A client held ``connect_timeout`` seconds without a backend UP is closed ``sQ``."""
+        client, transport = self.accept_held()
+        self.harness.reactor.advance(4.9)
+        self.assertFalse(transport.disconnecting)
+        with capturedLogs() as events:
+            self.harness.reactor.advance(0.1)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(client.session.termination, "sQ")  # type: ignore[attr-defined]
+        self.assertEqual(len(events), 1)
+        self.assertIn("no server came UP within {timeout}s", events[0]["log_format"])
+        transport.finish_close()
+        self.assertEqual(self.harness.listeners.active, 0)
+
+    def test_aborted_while_held(self) -> None:
+        """A held client aborted (the drain deadline) leaves the queue and its timer."""
+        client, _ = self.accept_held()
+        client.session.abort()  # type: ignore[attr-defined]
+        self.harness.reactor.advance(0)
+        self.assertEqual(self.harness.proxy(80).waiting, 0)
+        self.assertEqual(self.harness.reactor.getDelayedCalls(), [])
+        self.assertEqual(self.harness.listeners.active, 0)
+        self.health.change(A.address, up=True)
+        self.assertEqual(self.harness.reactor.tcpClients, [])
+
+    def test_not_held_without_pending_backend(self) -> None:
+        """With every backend checked and none UP, a client is closed at once, as before."""
+        self.health.pending.clear()
+        _, transport = self.harness.accept(80)
+        self.assertTrue(transport.disconnecting)
+
+
+class BudgetTests(SynchronousTestCase):
+    """Listeners are budgeted against the open-files limit, per registry service and in all."""
+
+    def test_excess_ports_of_one_service_refused(self) -> None:
+        """Under a 1,024 limit a port key listing 40 ports gets 30 listeners (one line for the
+        rest, once); the other services are listened for as usual."""
+        harness = Harness(fd_limit=1024)
+        services = [(f"app:{40000 + i}", 40000 + i, frozenset({A})) for i in range(40)]
+        wanted = catalog(*services, ("web", 80, frozenset({B})))
+        listeners = harness.listeners
+        with capturedLogs() as events:
+            listeners.reconcile(listeners.budgeted(wanted))
+            listeners.startService()
+            budgeted = listeners.budgeted(wanted)
+            listeners.reconcile(budgeted)
+        listening = sorted(harness.listening())
+        self.assertEqual(listening, [80, *range(40000, 40030)])
+        errors = [e for e in events if e["log_level"].name == "error"]
+        self.assertEqual(len(errors), 1)
+        self.assertEqual(errors[0]["service"], "app")
+        self.assertIn("not listening on 10 of its ports (40030 and more)", errors[0]["reason"])
+        self.assertEqual([r.key for r in budgeted.rejections], ["app"])
+        self.assertIn("web", harness.listeners.frontends())
+
+    def test_total_budget(self) -> None:
+        """Services past the total budget (122 listeners under 1,024) are refused too, the
+        ones already listening kept first."""
+        harness = Harness(fd_limit=1024)
+        harness.listeners.startService()
+        harness.listeners.reconcile(catalog(("web", 80, frozenset({A}))))
+        services = [(f"s{i:03}", 20000 + i, frozenset({A})) for i in range(130)]
+        wanted = catalog(*services, ("web", 80, frozenset({A})))
+        with capturedLogs() as events:
+            harness.listeners.reconcile(harness.listeners.budgeted(wanted))
+        self.assertEqual(len(harness.listening()), 122)
+        self.assertIn(80, harness.listening())
+        self.assertEqual(len([e for e in events if e["log_level"].name == "error"]), 9)
+
+    def test_unknown_limit_not_budgeted(self) -> None:
+        """Without a known fd limit (fd_limit 0) every service is listened for."""
+        harness = Harness()
+        services = [(f"app:{40000 + i}", 40000 + i, frozenset({A})) for i in range(40)]
+        wanted = catalog(*services)
+        self.assertIs(harness.listeners.budgeted(wanted), wanted)
+
+
+class LoopTests(SynchronousTestCase):
+    """A backend at one of our own listeners is refused before anything else sees it."""
+
+    def test_own_listener_refused(self) -> None:
+        """On 127.0.0.2, a backend at 127.0.0.2:80 for a service on port 80 is left out."""
+        harness = Harness()
+        own = Backend("self", Address("127.0.0.2", 80))
+        result = harness.listeners.budgeted(catalog(("web", 80, frozenset({A, own}))))
+        self.assertEqual(result.services["web"].backends, frozenset({A}))
+        self.assertEqual([r.key for r in result.rejections], ["web/self"])

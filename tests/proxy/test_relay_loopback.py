@@ -12,9 +12,12 @@ dirty-reactor check catches leaked sockets and timers.
 
 from __future__ import annotations
 
+import errno
+import gc
 import hashlib
 import socket
 import struct
+import weakref
 from typing import Any, cast
 
 from twisted.internet import error
@@ -31,15 +34,17 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
 from twisted.internet.task import deferLater
+from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
 from ddiscover.catalog import Address, Backend
 from ddiscover.health.result import CheckStatus
+from ddiscover.modes.tcp import Session
 from ddiscover.proxy import fastpath
-from ddiscover.proxy.forwarding import ServiceProxy, Session
-from tests.proxy import FakeHealth, blackhole, make_config
+from ddiscover.proxy.service import ServiceProxy
+from tests.proxy import FakeHealth, blackhole, closed_port, make_config
 
 MB = 1024 * 1024
 
@@ -201,6 +206,19 @@ def reply_for(request: bytes) -> bytes:
     return b"reply to " + request + b"\n" + bytes(range(256)) * (4 * 1024)
 
 
+class _HalfOpenPeer(Peer):
+    """Keeps its side open after the other end's FIN, until it is closed."""
+
+    def __init__(self) -> None:
+        super().__init__(close_on_eof=False)
+
+
+def _socket_error(peer: Peer) -> int:
+    """The pending error of ``peer``'s socket: ECONNRESET or EPIPE once a reset arrived, 0
+    after an orderly close (the socket no longer reads, so Twisted has not taken it)."""
+    return int(peer.tcp.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+
+
 class PeerFactory(ServerFactory):
     """Builds one Peer subclass per accepted connection and keeps them all."""
 
@@ -265,8 +283,8 @@ def buffered(session: Session) -> int:
     return total
 
 
-class LoopbackTests(TestCase):
-    """Forwarding through real sockets on 127.0.0.1."""
+class LoopbackCase(TestCase):
+    """Real sockets on 127.0.0.1: backends, a proxy and clients, all closed in cleanup."""
 
     timeout = 15
 
@@ -314,6 +332,10 @@ class LoopbackTests(TestCase):
         endpoint = TCP4ClientEndpoint(self.reactor, "127.0.0.1", port)
         await connectProtocol(endpoint, peer)
         return peer
+
+
+class LoopbackTests(LoopbackCase):
+    """Forwarding through real sockets on 127.0.0.1."""
 
     async def test_round_trip(self) -> None:
         """Bytes go through and back, and are counted."""
@@ -413,6 +435,57 @@ class LoopbackTests(TestCase):
         await self.tracker.idle()
         self.assertEqual(proxy.counters.srv_abrt, 1)
 
+    async def test_backend_reset_after_its_fin_reaches_client(self) -> None:
+        """A backend that half-closed and then resets gets the client reset, not closed in
+        order (Twisted's ``stopProducing`` on the lost socket would close the client's
+        half-closed socket at once, with a FIN)."""
+        backend, backends = self.backend("banner", BannerThenHalfClose)
+        _, port = self.proxy([backend])
+        client = await self.client(port, Peer(close_on_eof=False))
+        await client.eof.wait()
+        server = await backends.accepted.wait()
+        server.tcp.abortConnection()
+        await server.lost.wait()
+        # ddiscover stopped reading the backend at its FIN: the next write meets the reset.
+        client.tcp.write(b"x")
+        await self.tracker.idle()
+        self.assertIn(_socket_error(client), (errno.ECONNRESET, errno.EPIPE))
+
+    async def test_client_reset_after_its_fin_reaches_backend(self) -> None:
+        """A client that half-closed and then resets gets the backend reset, not closed."""
+        backend, backends = self.backend("quiet", _HalfOpenPeer)
+        _, port = self.proxy([backend])
+        client = await self.client(port, Peer(close_on_eof=False))
+        client.tcp.loseWriteConnection()
+        server = await backends.accepted.wait()
+        await server.eof.wait()
+        client.tcp.abortConnection()
+        await client.lost.wait()
+        server.tcp.write(b"x")
+        await self.tracker.idle()
+        self.assertIn(_socket_error(server), (errno.ECONNRESET, errno.EPIPE))
+
+    async def test_own_connect_coming_back_is_refused(self) -> None:
+        """A backend that is the proxy's own port: our connect coming back in is closed at
+        accept with one line, so a client costs one session instead of looping to maxconn."""
+        proxy = ServiceProxy(
+            "svc", self.reactor, make_config(), self.health, self.tracker, own_ends={}
+        )
+        port = fastpath.listen(self.reactor, 0, proxy, 50, "127.0.0.1", lambda: 1000)
+        self.addCleanup(port.stopListening)
+        proxy.port = number(port)
+        own = Backend("self", Address("127.0.0.1", number(port)))
+        self.health.up.add(own.address)
+        proxy.update(frozenset({own}))
+        with capturedLogs() as events:
+            client = await self.client(number(port))
+            await client.lost.wait()
+            await self.tracker.idle()
+        self.assertEqual(proxy.counters.stot, 1)
+        self.assertEqual(proxy.own_ends, {})
+        refused = [e for e in events if "loops back into ddiscover" in e["log_format"]]
+        self.assertEqual(len(refused), 1)
+
     async def test_client_reset_right_after_connect(self) -> None:
         """A client that resets before the backend connect completes is noticed once the
         client is read again, and the backend connection is reset too."""
@@ -469,3 +542,44 @@ class LoopbackTests(TestCase):
         session.abort()
         await gatherResults([client.lost.wait(), self.tracker.idle()])
         self.assertEqual(self.health.reports, [])
+
+
+class GarbageTests(LoopbackCase):
+    """A finished session is freed by reference counting, without the cycle collector."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        gc.collect()
+        gc.disable()
+        self.addCleanup(gc.enable)
+
+    async def freed_after(self, client: Peer) -> bool:
+        """Close ``client``, wait for its session to end and say whether it was freed."""
+        opened = self.tracker.opened
+        ref = weakref.ref(opened.value)
+        opened.value = None
+        client.tcp.loseConnection()
+        await self.tracker.idle()
+        # Let the reactor unwind the call that closed the last socket.
+        await deferLater(self.reactor, 0, lambda: None)
+        return ref() is None
+
+    async def test_connected_session_freed(self) -> None:
+        """A session that reached its backend at once, or after a refused connect was
+        redispatched, is freed as soon as it ends."""
+        for first in ([], [Backend("a-dead", Address("127.0.0.1", closed_port()))]):
+            self.health.up.update(b.address for b in first)
+            live, _ = self.backend("b-live", Echo)
+            client = await self.client(self.proxy([*first, live])[1])
+            client.tcp.write(b"hello")
+            await client.wait_for(5)
+            self.assertTrue(await self.freed_after(client), first)
+            self.tracker.opened = Event()
+
+    async def test_refused_session_freed(self) -> None:
+        """A session whose every connect was refused is freed once its client is closed."""
+        dead = Backend("dead", Address("127.0.0.1", closed_port()))
+        self.health.up.add(dead.address)
+        client = await self.client(self.proxy([dead], retries=2)[1])
+        await client.lost.wait()
+        self.assertTrue(await self.freed_after(client))

@@ -1,4 +1,4 @@
-"""Tests for :mod:`ddiscover.proxy.forwarding` on fake transports and a memory reactor.
+"""Tests for :mod:`ddiscover.modes.tcp` and its relay, on fake transports and a memory reactor.
 
 Each test drives the two protocols the way ``tcp.Connection`` would (``dataReceived``,
 ``readConnectionLost``, ``writeConnectionLost``, ``connectionLost``) and checks what they do to
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Sequence
+from typing import cast
 
 from twisted.internet import error
 from twisted.internet.address import IPv4Address
@@ -19,7 +20,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from ddiscover.catalog import Backend
 from ddiscover.health.result import CheckStatus
-from ddiscover.proxy.forwarding import BackendSide, ClientSide, ServiceProxy
+from ddiscover.modes.tcp import Session
+from ddiscover.proxy.relay import BackendSide, ClientSide
+from ddiscover.proxy.service import ServiceProxy
 from tests.proxy import FakeHealth, FakeTCPTransport, RecordingTracker, backend, make_config
 
 A, B, C = backend("a", 8001), backend("b", 8002), backend("c", 8003)
@@ -45,6 +48,7 @@ class Harness:
     def accept(self) -> tuple[ClientSide, FakeTCPTransport]:
         """A new client connection."""
         client = self.proxy.buildProtocol(IPv4Address("TCP", "192.0.2.1", 40000))
+        assert client is not None
         transport = FakeTCPTransport(self.reactor)
         transport.connect(client)
         return client, transport
@@ -83,15 +87,15 @@ class ConnectTests(SynchronousTestCase):
         """The client is not read until the backend is connected and both producers are
         registered; both sockets get TCP_NODELAY and keepalive."""
         harness = Harness([A], connect_timeout=2.5)
-        _, client_t = harness.accept()
+        client, client_t = harness.accept()
         self.assertEqual(client_t.producerState, "paused")
         self.assertEqual((client_t.nodelay, client_t.keepalive), (True, True))
         self.assertEqual(harness.attempts(), [("10.0.0.1", 8001, 2.5)])
 
-        _, backend_t = harness.succeed()
+        backend, backend_t = harness.succeed()
         self.assertEqual((backend_t.nodelay, backend_t.keepalive), (True, True))
-        self.assertIs(client_t.producer, backend_t)
-        self.assertIs(backend_t.producer, client_t)
+        self.assertIs(client_t.producer, backend)
+        self.assertIs(backend_t.producer, client)
         self.assertEqual(client_t.producerState, "producing")
         self.assertEqual(client_t.calls, ["pauseProducing", "registerProducer", "resumeProducing"])
 
@@ -175,7 +179,7 @@ class RedispatchTests(SynchronousTestCase):
         harness.fail(error.ConnectionRefusedError())
         harness.reactor.advance(1.5)
         harness.fail(error.TimeoutError())
-        _, backend_t = harness.succeed()
+        backend, _ = harness.succeed()
 
         self.assertEqual([port for _, port, _ in harness.attempts()], [8001, 8002, 8003])
         self.assertEqual(
@@ -187,7 +191,7 @@ class RedispatchTests(SynchronousTestCase):
         )
         self.assertEqual(harness.health.reports[1][1].duration, 1.5)
         self.assertFalse(client_t.disconnecting)
-        self.assertIs(client_t.producer, backend_t)
+        self.assertIs(client_t.producer, backend)
         servers = harness.proxy.servers
         self.assertEqual(harness.proxy.counters.wredis, 2)
         self.assertEqual([servers[b].wredis for b in (A, B, C)], [1, 1, 0])
@@ -279,7 +283,7 @@ class HalfCloseTests(SynchronousTestCase):
         self.assertEqual(backend_t.calls[-2:], ["unregisterProducer", "loseWriteConnection"])
         self.assertIsNone(backend_t.producer)
         self.assertFalse(backend_t.disconnecting)
-        self.assertIs(client_t.producer, backend_t)
+        self.assertIs(client_t.producer, side)
         side.dataReceived(b"the whole reply")
         self.assertEqual(client_t.value(), b"the whole reply")
         self.assertFalse(client_t.disconnecting)
@@ -423,3 +427,24 @@ class UpdateTests(SynchronousTestCase):
         self.assertEqual(counters_a.bout, 3)
         harness.proxy.update(frozenset({A, B, C}))
         self.assertIsNot(harness.proxy.servers[A], counters_a)
+
+
+class LoopAtAcceptTests(SynchronousTestCase):
+    """A client whose address is our own end of a backend socket to this port is refused."""
+
+    def test_only_a_full_match_is_a_loop(self) -> None:
+        """The same host and port toward another destination port is an ordinary client
+        (the kernel reuses local ports across destinations); toward this port, a loop."""
+        harness = Harness([A])
+        harness.proxy.own_ends, harness.proxy.port = {}, 80
+        client, _, _, _ = harness.established()
+        session = cast(Session, client.session)
+        peer = IPv4Address("TCP", "192.0.2.1", 40000)
+        harness.proxy.own_ends[("192.0.2.1", 40000, 8001)] = session
+        self.assertIsNotNone(harness.proxy.buildProtocol(peer))
+        harness.proxy.own_ends[("192.0.2.1", 40000, 80)] = session
+        with capturedLogs() as events:
+            self.assertIsNone(harness.proxy.buildProtocol(peer))
+            self.assertIsNone(harness.proxy.buildProtocol(peer))
+        self.assertEqual(len(events), 1)
+        self.assertIn("loops back into ddiscover", events[0]["log_format"])

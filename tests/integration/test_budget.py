@@ -1,0 +1,55 @@
+"""The listener budget in a real process under a 1,024-descriptor limit.
+
+One service whose ``port`` key lists 1,500 ports used to open listeners until descriptors
+ran out, and then a good service got none of its connections through.
+"""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import TestCase
+
+from tests.integration.backends import ProcessBackend
+from tests.integration.etcd import EtcdProcess
+from tests.integration.processes import Ddiscover
+from tests.integration.support import eventually_async, free_port, greeting
+
+#: Ports the greedy service asks for.
+GREEDY = range(30000, 31500)
+
+
+class ListenerBudgetTests(TestCase):
+    """``twistd ddiscover`` under ``prlimit --nofile=1024``, with real etcd and backends."""
+
+    timeout = 90
+
+    async def test_greedy_port_key_leaves_others_served(self) -> None:
+        """The 1,500-port service gets its budget of listeners, one error line, and the good
+        service answers 10 connections of 10."""
+        etcd = EtcdProcess.started(self)
+        port = free_port()
+        backend = ProcessBackend.started(self, "good")
+        etcd.put("/backends/greedy/port", ",".join(map(str, GREEDY)))
+        # Its backend's ports are closed ones (not our own listeners, which would loop).
+        etcd.put("/backends/greedy/b1", "127.0.0.1:" + ",".join(str(p + 5000) for p in GREEDY))
+        etcd.put("/backends/web/port", str(port))
+        etcd.put("/backends/web/b1", backend.address)
+        ddiscover = Ddiscover(self, etcd.url, "--check-interval", "2", "--rise", "1", nofile=1024)
+        await ddiscover.serving()
+
+        async def served() -> bool:
+            try:
+                return await greeting(port) == "good"
+            except OSError:
+                return False
+
+        await eventually_async(served, timeout=30)
+        answers = []
+        for _ in range(10):
+            try:
+                answers.append(await greeting(port))
+            except OSError as error:
+                answers.append(type(error).__name__)
+        print(f"\n    1,500-port service under nofile 1024: good service answered {answers}")
+        self.assertEqual(answers, ["good"] * 10)
+        self.assertEqual(ddiscover.output.count("over the budget of 30 listeners"), 1)
+        self.assertEqual((await ddiscover.health())["listening"], 31)
