@@ -63,6 +63,18 @@ async def connect_check(endpoint: IStreamClientEndpoint, clock: IReactorTime) ->
     return CheckResult(CheckStatus.L4OK, "", clock.seconds() - started)
 
 
+async def check_address(
+    endpoint_for: EndpointFactory, address: Address, timeout: float, clock: IReactorTime
+) -> CheckResult:
+    """Check ``address`` through an endpoint from ``endpoint_for``; a factory that raises
+    (a malformed host, say) is a failed check too, not an error for the caller's loop."""
+    try:
+        endpoint = endpoint_for(address, timeout)
+    except Exception:
+        return classify_failure(Failure())
+    return await connect_check(endpoint, clock)
+
+
 def tcp_endpoint_factory(reactor: IReactorTCP) -> EndpointFactory:
     """Endpoints for checks: plain TCP connects bounded by the given timeout."""
 
