@@ -9,25 +9,25 @@ logged in haproxy's words, one line per service and backend id that use the addr
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Iterable
 from functools import partial
-from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.error import ConnectingCancelledError
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.task import LoopingCall
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from ddiscover._log import make_logger
 from ddiscover.catalog import Address, Catalog
-from ddiscover.health.probe import EndpointFactory, connect_check
+from ddiscover.health.loop import Backoff, CheckLoop, default_backoff
+from ddiscover.health.placement import Placement
+from ddiscover.health.probe import EndpointFactory, check_address
 from ddiscover.health.result import CheckResult
-from ddiscover.health.state import HealthRecord, discovered, next_record
+from ddiscover.health.schedule import CheckSchedule, Jitter
+from ddiscover.health.state import HealthRecord, discovered, next_record, resumed
 
 Subscriber = Callable[[Address, HealthRecord, HealthRecord], None]
-"""Called with ``(address, old, new)`` whenever an address goes UP or DOWN."""
+"""Called with ``(address, old, new)`` on an address's first result (``old.checked`` is
+False) and whenever it goes UP or DOWN."""
 
 _DOWN = (
     "Server {service}/{server} is DOWN, reason: {reason}, check duration: {duration}ms. "
@@ -46,72 +46,8 @@ _UP = (
 
 
 def _uniform_jitter(limit: float) -> float:
-    """A delay spread evenly over ``[0, limit]``, so registrations in a burst check apart."""
+    """A delay spread evenly over ``[0, limit]``, so checks of many addresses run apart."""
     return random.uniform(0, limit)
-
-
-class _Loop:
-    """The checks of one address: a jittered first check, then one every ``interval``.
-
-    ``LoopingCall`` waits for the Deferred a tick returns, so a check still connecting delays
-    the next one and checks never overlap.  Once stopped, a check that settles late (the
-    cancelled connect does, at once) is not counted.
-    """
-
-    def __init__(
-        self,
-        clock: IReactorTime,
-        check: Callable[[], Coroutine[Any, Any, CheckResult]],
-        count: Callable[[CheckResult], None],
-        crashed: Callable[[Failure], None],
-    ) -> None:
-        self._clock = clock
-        self._check = check
-        self._count = count
-        self._crashed = crashed
-        self._call = LoopingCall(self._tick)
-        self._call.clock = clock
-        self._first: IDelayedCall | None = None
-        self._inflight: Deferred[None] | None = None
-        self._stopped = False
-
-    def start(self, delay: float, interval: float) -> None:
-        """Check first after ``delay`` seconds, then every ``interval`` seconds."""
-        self._first = self._clock.callLater(delay, self._begin, interval)
-
-    def stop(self) -> None:
-        """Stop checking, cancelling the connect under way; leaves no delayed call behind."""
-        self._stopped = True
-        if self._first is not None:
-            self._first.cancel()
-            self._first = None
-        if self._call.running:
-            self._call.stop()
-        if self._inflight is not None:
-            self._inflight.cancel()
-
-    def _begin(self, interval: float) -> None:
-        """Run the first check now and start the loop; a loop that dies is a bug, logged."""
-        self._first = None
-        self._call.start(interval, now=True).addErrback(self._crashed)
-
-    def _tick(self) -> Deferred[None]:
-        """One check, as the Deferred ``LoopingCall`` waits on; kept so ``stop`` can cancel it."""
-        checking = Deferred.fromCoroutine(self._run())
-        if not checking.called:
-            self._inflight = checking
-        return checking
-
-    async def _run(self) -> None:
-        """Run the check and count its result, unless the loop was stopped meanwhile."""
-        try:
-            result = await self._check()
-        except (CancelledError, ConnectingCancelledError):
-            return  # stop() cancelled the check under way
-        finally:
-            self._inflight = None
-        if not self._stopped:
-            self._count(result)
 
 
 class HealthChecker(Service):
@@ -119,7 +55,11 @@ class HealthChecker(Service):
 
     A newly discovered address is DOWN until its first successful check (see
     :func:`ddiscover.health.state.discovered`).  A removed address stops being checked but its
-    record is kept for ``retire_after`` seconds, and is resumed if the address comes back.
+    record is kept for ``retire_after`` seconds; if the address comes back it resumes its
+    counters but not its verdict (:func:`ddiscover.health.state.resumed`): nothing proves the
+    new registration listens yet.  When to check is :class:`CheckSchedule`'s business; each
+    address's loop is a :class:`CheckLoop`, which a bug cannot stop (the address is not
+    routable while its loop backs off).
     """
 
     log = make_logger()
@@ -133,8 +73,10 @@ class HealthChecker(Service):
         rise: int,
         fall: int,
         connect_timeout: float,
-        jitter: Callable[[float], float] = _uniform_jitter,
+        jitter: Jitter = _uniform_jitter,
         retire_after: float = 300.0,
+        first_check_rate: float = 1000.0,
+        backoff: Backoff = default_backoff,
     ) -> None:
         if interval <= 0 or connect_timeout <= 0:
             raise ValueError(
@@ -142,15 +84,18 @@ class HealthChecker(Service):
             )
         self._clock = clock
         self._endpoint_for = endpoint_for
-        self._interval = interval
+        self._schedule = CheckSchedule(interval, first_check_rate)
         self._rise = rise
         self._fall = fall
         self._timeout = min(connect_timeout, interval)
         self._jitter = jitter
+        self._backoff = backoff
         self._retire_after = retire_after
-        self._catalog = Catalog()
+        self._placement = Placement()
         self._records: dict[Address, HealthRecord] = {}
-        self._loops: dict[Address, _Loop] = {}
+        self._loops: dict[Address, CheckLoop] = {}
+        self._broken: set[Address] = set()
+        # In the order retired, hence of expiry: expired ones are popped from the front.
         self._retired: dict[Address, tuple[float, HealthRecord]] = {}
         self._subscribers: list[Subscriber] = []
         self._local_errors = False
@@ -158,8 +103,7 @@ class HealthChecker(Service):
     def startService(self) -> None:
         """Start checking every address of the last reconciled catalog."""
         super().startService()
-        for address in sorted(self._records):
-            self._start_loop(address)
+        self._start_loops(sorted(self._records))
 
     def stopService(self) -> None:
         """Stop every check loop and cancel the connects under way; records are kept."""
@@ -167,37 +111,44 @@ class HealthChecker(Service):
         for loop in self._loops.values():
             loop.stop()
         self._loops.clear()
+        self._broken.clear()
 
     def reconcile(self, catalog: Catalog) -> None:
         """Check exactly the addresses in ``catalog``: start new ones, retire removed ones.
 
+        Takes time proportional to the services that changed (compared by identity).
         Retired records older than ``retire_after`` are dropped here, lazily.
         """
         now = self._clock.seconds()
-        wanted = catalog.addresses()
-        self._catalog = catalog
-        for address in sorted(self._records.keys() - wanted):
+        moves = self._placement.update(catalog, self._record_up)
+        for address in sorted(moves.removed):
             loop = self._loops.pop(address, None)
             if loop is not None:
                 loop.stop()
+            self._broken.discard(address)
+            self._retired.pop(address, None)
             self._retired[address] = (now, self._records.pop(address))
-        self._retired = {
-            address: (retired_at, record)
-            for address, (retired_at, record) in self._retired.items()
-            if now - retired_at < self._retire_after
-        }
-        for address in sorted(wanted - self._records.keys()):
+        for address, (retired_at, _record) in list(self._retired.items()):
+            if now - retired_at < self._retire_after:
+                break
+            del self._retired[address]
+        added = sorted(moves.added)
+        for address in added:
             retired = self._retired.pop(address, None)
             self._records[address] = (
-                retired[1] if retired else discovered(self._rise, self._fall, now)
+                resumed(retired[1], now) if retired else discovered(self._rise, self._fall, now)
             )
-            if self.running:
-                self._start_loop(address)
+        if self.running:
+            self._start_loops(added)
 
     def is_up(self, address: Address) -> bool:
-        """Whether ``address`` may be routed to: in the catalog and UP."""
+        """Whether ``address`` may be routed to: in the catalog, UP, and its checks running."""
+        return self._record_up(address) and address not in self._broken
+
+    def is_pending(self, address: Address) -> bool:
+        """Whether ``address`` is in the catalog and still waits for its first result."""
         record = self._records.get(address)
-        return record is not None and record.is_up
+        return record is not None and not record.checked and address not in self._broken
 
     def is_pending(self, address: Address) -> bool:
         """Whether ``address`` is in the catalog and has not had a counted result yet."""
@@ -218,23 +169,31 @@ class HealthChecker(Service):
             self._count(address, result)
 
     def subscribe(self, callback: Subscriber) -> None:
-        """Call ``callback(address, old, new)`` on every UP<->DOWN change from now on."""
+        """Call ``callback(address, old, new)`` on every first result and UP<->DOWN change."""
         self._subscribers.append(callback)
 
-    def _start_loop(self, address: Address) -> None:
-        """Start checking ``address``, first after a jittered tenth of the interval."""
-        loop = _Loop(
-            self._clock,
-            partial(self._check, address),
-            partial(self._count, address),
-            partial(self._crashed, address),
-        )
-        loop.start(self._jitter(self._interval / 10), self._interval)
-        self._loops[address] = loop
+    def _record_up(self, address: Address) -> bool:
+        record = self._records.get(address)
+        return record is not None and record.is_up
+
+    def _start_loops(self, addresses: Iterable[Address]) -> None:
+        """Start checking ``addresses``, their first checks spread over a window they share."""
+        batch = list(addresses)
+        for address in batch:
+            loop = CheckLoop(
+                self._clock,
+                partial(self._check, address),
+                partial(self._count, address),
+                partial(self._crashed, address),
+                partial(self._broken.discard, address),
+                backoff=self._backoff,
+            )
+            self._loops[address] = loop
+            loop.start(self._schedule.delays(len(batch), self._jitter))
 
     async def _check(self, address: Address) -> CheckResult:
         """Connect to ``address`` once and say how it went; every failure becomes a result."""
-        return await connect_check(self._endpoint_for(address, self._timeout), self._clock)
+        return await check_address(self._endpoint_for, address, self._timeout, self._clock)
 
     def _count(self, address: Address, result: CheckResult) -> None:
         """Fold a check or reported result into the address's record; log and notify changes."""
@@ -247,9 +206,10 @@ class HealthChecker(Service):
         old = self._records[address]
         new = next_record(old, result, self._clock.seconds())
         self._records[address] = new
+        if new.is_up != old.is_up:
+            self._placement.changed(address, new.is_up)
         if new.is_up != old.is_up or not old.checked:
             self._log_state(address, old, new)
-        if new.is_up != old.is_up:
             self._notify(address, old, new)
 
     def _local_error(self, address: Address, result: CheckResult) -> None:
@@ -270,11 +230,8 @@ class HealthChecker(Service):
         """Log ``new`` once per (service, backend id) at ``address``, in haproxy's words."""
         result = new.last
         assert result is not None
-        for name, service in sorted(self._catalog.services.items()):
-            servers = sorted(b.id for b in service.backends if b.address == address)
-            if not servers:
-                continue
-            active = sum(1 for b in service.backends if self.is_up(b.address))
+        for name, servers in self._placement.uses(address):
+            active = self._placement.active(name)
             fields = {
                 "service": name,
                 "active": active,
@@ -306,8 +263,13 @@ class HealthChecker(Service):
                     address=address,
                 )
 
-    def _crashed(self, address: Address, failure: Failure) -> None:
-        """Log the bug that stopped the checks of ``address``, with its traceback."""
+    def _crashed(self, address: Address, failure: Failure, retry_in: float) -> None:
+        """Log the bug that interrupted the checks of ``address``; it is DOWN until they resume."""
+        self._broken.add(address)
         self.log.failure(
-            "Health checks of {address} stopped by a bug", failure=failure, address=address
+            "Health checks of {address} interrupted by a bug; the address is not routed "
+            "and its checks resume in {retry_in}s",
+            failure=failure,
+            address=address,
+            retry_in=retry_in,
         )

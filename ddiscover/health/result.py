@@ -14,6 +14,8 @@ import attrs
 from twisted.internet import error
 from twisted.python.failure import Failure
 
+from ddiscover.text import clip
+
 
 class CheckStatus(enum.Enum):
     """haproxy's check status codes that a TCP connect or an HTTP check can produce."""
@@ -82,4 +84,4 @@ def classify_failure(failure: Failure, duration: float = 0.0) -> CheckResult:
     if isinstance(code, int):
         status = CheckStatus.SOCKERR if code in _LOCAL_ERRNOS else CheckStatus.L4CON
         return CheckResult(status, os.strerror(code), duration)
-    return CheckResult(CheckStatus.L4CON, str(exc) or type(exc).__name__, duration)
+    return CheckResult(CheckStatus.L4CON, clip(str(exc) or type(exc).__name__), duration)

@@ -130,3 +130,17 @@ def next_record(record: HealthRecord, result: CheckResult, now: float) -> Health
     return attrs.evolve(
         updated, changed_at=now, downtime=record.downtime + (now - record.changed_at)
     )
+
+
+def resumed(record: HealthRecord, now: float) -> HealthRecord:
+    """The record of an address registered again: its counters kept, its verdict not.
+
+    A backend that comes back at the same address (a restarted container) may not listen
+    yet, so like a new one it is not routable until a check passes (``health = rise - 1``,
+    shown ``INI``).  Check counts, ``downs`` and downtime are kept.  A record that was DOWN
+    keeps its last change; one that was UP goes DOWN now, and that is its last change.
+    """
+    health = record.rise - 1
+    if record.is_up:
+        return attrs.evolve(record, health=health, checked=False, last=None, changed_at=now)
+    return attrs.evolve(record, health=health, checked=False, last=None)

@@ -41,12 +41,13 @@ def broken_subscriber(address: Address, old: HealthRecord, new: HealthRecord) ->
 
 
 class BreakableClock(Clock):
-    """A clock that raises while ``broken``, to stand for a bug in the counting path."""
+    """A clock whose next ``breaks`` reads raise, to stand for a bug in the counting path."""
 
-    broken = False
+    breaks = 0
 
     def seconds(self) -> float:
-        if self.broken:
+        if self.breaks:
+            self.breaks -= 1
             raise ZeroDivisionError("broken clock")
         return super().seconds()
 
@@ -137,7 +138,7 @@ class ScheduleTests(CheckerTestCase):
     """When checks run, for how long, and that they never overlap."""
 
     def test_first_check_after_jitter(self) -> None:
-        """The first check runs ``jitter(interval / 10)`` seconds after discovery."""
+        """One new backend is checked ``jitter(1 / first_check_rate)`` after discovery."""
         self.delay = 0.15
         checker = self.make()
         checker.reconcile(catalog(web=[("abc", WEB1)]))
@@ -145,7 +146,7 @@ class ScheduleTests(CheckerTestCase):
         self.assertEqual(self.endpoints.attempts, [])
         self.clock.advance(0.001)
         self.assertEqual(len(self.endpoints.attempts), 1)
-        self.assertEqual(self.jitter_limits, [0.2])
+        self.assertEqual(self.jitter_limits[0], 0.001)
 
     def test_every_interval(self) -> None:
         """After the first check, one runs every ``interval`` seconds."""
@@ -329,7 +330,7 @@ class RetireTests(CheckerTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertEqual((checker.is_up(WEB1), checker.record(WEB1)), (False, None))
         checker.reconcile(catalog(web=[("abc", WEB1)]))
-        self.assertIs(checker.record(WEB1), before)
+        self.assertEqual(checker.record(WEB1), before)
 
     def test_removal_before_first_check(self) -> None:
         """Removing an address before its first check cancels that check."""
@@ -342,17 +343,29 @@ class RetireTests(CheckerTestCase):
         self.assertEqual(self.endpoints.attempts, [])
 
     def test_restored_by_address(self) -> None:
-        """An address re-registered under another key resumes its old record and checks."""
+        """An address re-registered within ``retire_after`` keeps its counters, not its verdict.
+
+        It was UP, but the new registration may not listen yet: it is pending and not routed
+        until its first check, which one success makes UP again.
+        """
         checker = self.make()
         self.start(checker, catalog(web=[("abc", WEB1)]))
-        self.settle(WEB1, "+")
-        up = checker.record(WEB1)
+        self.statuses(checker, WEB1, "+-+")
         checker.reconcile(Catalog())
         self.clock.advance(299)
         self.start(checker, catalog(web=[("xyz", WEB1)]))
-        self.assertIs(checker.record(WEB1), up)
-        self.assertTrue(checker.is_up(WEB1))
-        self.assertEqual(len(self.endpoints.pending()), 1)
+        record = checker.record(WEB1)
+        assert record is not None
+        self.assertEqual(
+            (checker.is_up(WEB1), checker.is_pending(WEB1), record.status()),
+            (False, True, "INI"),
+        )
+        self.assertEqual((record.failures, record.changed_at), (1, 305.0))
+        self.settle(WEB1, "+")
+        record = checker.record(WEB1)
+        assert record is not None
+        self.assertEqual((checker.is_up(WEB1), record.status()), (True, "UP"))
+        self.assertEqual((record.failures, record.total_downtime(305.0)), (1, 0.0))
 
     def test_retired_records_expire(self) -> None:
         """After ``retire_after`` seconds a returning address starts over."""
@@ -388,14 +401,26 @@ class SubscribeTests(CheckerTestCase):
             [(WEB1, "INI", "UP"), (WEB1, "UP 1/2", "DOWN"), (WEB1, "DOWN 2/3", "UP")],
         )
 
-    def test_first_failure_is_not_a_change(self) -> None:
-        """A new backend failing its first check was never UP, so nothing changed."""
+    def test_first_failure_is_told(self) -> None:
+        """A first result is told even when it is no UP<->DOWN change, as the proxy holding
+        clients for it needs; later failures that change nothing are not."""
         checker = self.make()
         checker.subscribe(self.record_change)
         self.start(checker, catalog(web=[("abc", WEB1)]))
         with health_logs():
+            self.statuses(checker, WEB1, "--")
+        self.assertEqual(self.changes, [(WEB1, "INI", "DOWN")])
+
+    def test_pending_until_first_result(self) -> None:
+        """``is_pending`` holds from discovery to the first counted result, of either kind."""
+        checker = self.make()
+        self.assertFalse(checker.is_pending(WEB1))
+        self.start(checker, catalog(web=[("abc", WEB1), ("def", WEB2)]))
+        self.assertEqual((checker.is_pending(WEB1), checker.is_pending(WEB2)), (True, True))
+        with health_logs():
             self.settle(WEB1, "-")
-        self.assertEqual(self.changes, [])
+            self.settle(WEB2, "e")
+        self.assertEqual((checker.is_pending(WEB1), checker.is_pending(WEB2)), (False, True))
 
     def test_failing_subscriber_contained(self) -> None:
         """A subscriber that raises is logged; the others and the checks carry on."""
@@ -554,14 +579,77 @@ class LifecycleTests(CheckerTestCase):
         self.assertEqual(len(self.endpoints.attempts), 1)
         checker.stopService()
 
-    def test_bug_stops_only_its_loop(self) -> None:
-        """A bug while counting a check is logged with its traceback and stops that loop."""
-        checker = self.make()
+    def test_bug_backs_off_and_resumes(self) -> None:
+        """A bug while counting a check is logged once with its traceback; the address is
+        not routed while its loop backs off, then its checks resume.  Others carry on."""
+        checker = self.make(rise=1, fall=1)
         self.start(checker, catalog(web=[("abc", WEB1), ("def", WEB2)]))
         self.settle(WEB2, "+")
-        self.clock.broken = True
-        self.settle(WEB1, "-")
-        self.clock.broken = False
-        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.settle(WEB1, "+")
         self.clock.advance(INTERVAL)
+        self.clock.breaks = 1
+        self.settle(WEB1, "+")
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertEqual((checker.is_up(WEB1), checker.is_up(WEB2)), (False, True))
+        self.clock.advance(0.999)
         self.assertEqual([a.address for a in self.endpoints.pending()], [WEB2])
+        self.clock.advance(0.001)
+        self.assertEqual(len(self.endpoints.pending()), 2)
+        self.settle(WEB1, "+")
+        self.assertTrue(checker.is_up(WEB1))
+
+    def test_backoff_grows(self) -> None:
+        """Bugs in a row back off 1, 2, 4 s, each logged once; a counted result resets it."""
+        checker = self.make()
+        self.start(checker, catalog(web=[("abc", WEB1)]))
+        retries = []
+        for _ in range(3):
+            self.clock.breaks = 1
+            self.settle(WEB1, "-")
+            [retry] = self.clock.getDelayedCalls()
+            retries.append(retry.getTime() - self.clock.seconds())
+            self.clock.advance(retries[-1])
+        self.assertEqual(retries, [1.0, 2.0, 4.0])
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 3)
+        self.settle(WEB1, "-")
+        self.clock.advance(INTERVAL)
+        self.clock.breaks = 1
+        self.settle(WEB1, "-")
+        [retry] = self.clock.getDelayedCalls()
+        self.assertEqual(retry.getTime() - self.clock.seconds(), 1.0)
+        self.flushLoggedErrors(ZeroDivisionError)
+
+    def test_failing_connector_is_a_failed_check(self) -> None:
+        """An exception of any kind from the endpoint factory or the connect is unhealthy."""
+
+        def broken_factory(address: Address, timeout: float) -> Any:
+            raise ValueError(f"bad host {address.host}")
+
+        checker = HealthChecker(
+            self.clock, broken_factory, interval=2, rise=1, fall=1, connect_timeout=1
+        )
+        checker.startService()
+        self.addCleanup(checker.stopService)
+        with health_logs() as lines:
+            checker.reconcile(catalog(web=[("abc", WEB1)]))
+            self.clock.advance(1)
+        record = checker.record(WEB1)
+        assert record is not None and record.last is not None
+        self.assertEqual(
+            (record.status(), record.last.status, record.last.info),
+            ("DOWN", CheckStatus.L4CON, "bad host 10.0.0.1"),
+        )
+        self.assertEqual(len(lines), 1)
+        self.clock.advance(INTERVAL)
+        self.assertEqual(len(self.flushLoggedErrors()), 0)
+
+    def test_dns_failure_is_a_failed_check(self) -> None:
+        """A hostname that does not resolve (``DNSLookupError``) counts as a failed check."""
+        checker = self.make(rise=1, fall=1)
+        self.start(checker, catalog(web=[("abc", WEB1)]))
+        self.settle(WEB1, "+")
+        self.clock.advance(INTERVAL)
+        self.pending(WEB1).not_resolved()
+        self.assertFalse(checker.is_up(WEB1))
+        self.clock.advance(INTERVAL)
+        self.assertEqual(len(self.endpoints.pending()), 1)

@@ -5,15 +5,15 @@ from __future__ import annotations
 from typing import cast
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.interfaces import IAddress, IReactorTCP, IReactorTime
+from twisted.internet.defer import CancelledError, Deferred, gatherResults
+from twisted.internet.interfaces import IAddress, IReactorTCP, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol, ServerFactory, connectionDone
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from ddiscover.catalog import Address
 from ddiscover.health.checker import HealthChecker
+from ddiscover.health.probe import _CheckFactory, connect_check, tcp_endpoint_factory
 from ddiscover.health.result import CheckStatus, classify_failure
 from ddiscover.health.state import HealthRecord
 from tests.fake_endpoints import FakeEndpoints
@@ -63,8 +63,9 @@ class LoopbackTests(TestCase):
         self.address = Address("127.0.0.1", cast(IPv4Address, self.port.getHost()).port)
         self.changes: list[Deferred[HealthRecord]] = [Deferred(), Deferred()]
 
-    def endpoint(self, address: Address, timeout: float) -> TCP4ClientEndpoint:
-        return TCP4ClientEndpoint(self.reactor, address.host, address.port, timeout=timeout)
+    def endpoint(self, address: Address, timeout: float) -> IStreamClientEndpoint:
+        """The production endpoints, over the lean connector."""
+        return tcp_endpoint_factory(self.reactor)(address, timeout)
 
     async def stop_listening(self) -> None:
         """Close the listening port (once), so that connects to it are refused."""
@@ -130,3 +131,39 @@ class LoopbackTests(TestCase):
         fake = fakes(self.address, 1.0).connect(Factory.forProtocol(Protocol))
         fakes.attempts[0].refuse()
         self.assertEqual(classify_failure(self.failureResultOf(fake)), classify_failure(real))
+
+
+class LeanEndpointTests(LoopbackTests):
+    """The lean endpoint keeps the endpoint contract for protocols that want a connection."""
+
+    def test_check_makes_and_closes_a_connection(self) -> Deferred[None]:
+        """A check connects (the server sees it) and the connection is closed at once."""
+        return Deferred.fromCoroutine(self._check_makes_and_closes())
+
+    async def _check_makes_and_closes(self) -> None:
+        result = await connect_check(self.endpoint(self.address, 1.0), self.reactor)
+        self.assertEqual(result.status, CheckStatus.L4OK)
+        self.assertEqual(len(self.server.gone), 1)
+        await self.server.gone[0]
+
+    def test_other_protocols_get_a_transport(self) -> Deferred[None]:
+        """A protocol not marked ``connect_only`` is connected as with any endpoint."""
+        return Deferred.fromCoroutine(self._other_protocols())
+
+    async def _other_protocols(self) -> None:
+        connected = await self.endpoint(self.address, 1.0).connect(Factory.forProtocol(Protocol))
+        protocol = cast(Protocol, connected)
+        assert protocol.transport is not None
+        peer = cast(IPv4Address, protocol.transport.getPeer())
+        self.assertEqual(peer.port, self.address.port)
+        protocol.transport.loseConnection()
+
+    def test_cancel(self) -> Deferred[None]:
+        """Cancelling a connect in progress fails it with ``CancelledError``, once."""
+        return Deferred.fromCoroutine(self._cancel())
+
+    async def _cancel(self) -> None:
+        connecting = self.endpoint(self.address, 1.0).connect(_CheckFactory())
+        connecting.cancel()
+        with self.assertRaises(CancelledError):
+            await connecting

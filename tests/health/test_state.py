@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from ddiscover.health.result import CheckResult, CheckStatus
-from ddiscover.health.state import HealthRecord, discovered, next_record
+from ddiscover.health.state import HealthRecord, discovered, next_record, resumed
 
 OK = CheckResult(CheckStatus.L4OK)
 REFUSED = CheckResult(CheckStatus.L4CON, "Connection refused")
@@ -177,3 +177,23 @@ class InvariantTests(SynchronousTestCase):
         for _ in range(fall):
             down = next_record(down, REFUSED, 100.0)
         self.assertEqual((up.status(), down.status()), ("UP", "DOWN"))
+
+
+class ResumedTests(SynchronousTestCase):
+    """A re-registered address keeps its counters but must pass a check to be routed."""
+
+    def test_up_record_goes_pending(self) -> None:
+        """An UP record resumes as INI, not routable, its counts kept and DOWN from now."""
+        record = next_record(next_record(fully_up(3, 2), REFUSED, 1.0), OK, 2.0)
+        again = resumed(record, 10.0)
+        self.assertEqual((again.status(), again.is_up, again.last), ("INI", False, None))
+        self.assertEqual((again.failures, again.downs, again.changed_at), (1, 0, 10.0))
+        back = next_record(again, OK, 12.0)
+        self.assertEqual((back.status(), back.total_downtime(12.0)), ("UP", 2.0))
+
+    def test_down_record_keeps_its_down_period(self) -> None:
+        """A DOWN record resumes as INI with its last change, so its downtime runs on."""
+        record = next_record(next_record(fully_up(1, 1), REFUSED, 5.0), REFUSED, 6.0)
+        again = resumed(record, 10.0)
+        self.assertEqual((again.status(), again.changed_at, again.downs), ("INI", 5.0, 1))
+        self.assertEqual(next_record(again, REFUSED, 11.0).total_downtime(11.0), 6.0)
