@@ -150,11 +150,6 @@ class HealthChecker(Service):
         record = self._records.get(address)
         return record is not None and not record.checked and address not in self._broken
 
-    def is_pending(self, address: Address) -> bool:
-        """Whether ``address`` is in the catalog and has not had a counted result yet."""
-        record = self._records.get(address)
-        return record is not None and not record.checked
-
     def record(self, address: Address) -> HealthRecord | None:
         """The health record of an address in the catalog, or ``None``."""
         return self._records.get(address)
