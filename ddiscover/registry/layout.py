@@ -307,8 +307,9 @@ class Layout:
         self._dirty: set[str] = set()
         self.work = 0
 
-    def _locate(self, key: str) -> tuple[str, str] | None:
-        """The service directory and leaf of ``key``; ``None`` (noting why) if it is none."""
+    def _locate(self, key: str, note: bool) -> tuple[str, str] | None:
+        """The service directory and leaf of ``key``; ``None`` (noting why if ``note``) if it
+        is in none."""
         self._loose.pop(key, None)
         under = self._root + "/"
         if not key.startswith(under):
@@ -316,12 +317,15 @@ class Layout:
         rest = key[len(under) :]
         depth = rest.count("/") + 1
         if depth > MAX_KEY_DEPTH:
-            reason = f"key is {depth} levels deep, more than {MAX_KEY_DEPTH}"
-            self._loose[key] = Rejection(clip(key), reason)
+            if note:
+                reason = f"key is {depth} levels deep, more than {MAX_KEY_DEPTH}"
+                self._loose[key] = Rejection(clip(key), reason)
             return None
         name, slash, leaf = rest.rpartition("/")
         if not slash or not name:
-            self._loose[key] = Rejection(clip(key), "key is not inside a service directory")
+            if note:
+                reason = "key is not inside a service directory"
+                self._loose[key] = Rejection(clip(key), reason)
             return None
         return name, leaf
 
@@ -332,7 +336,7 @@ class Layout:
 
     def set(self, key: str, entry: Entry) -> None:
         """Note the new value of ``key``."""
-        where = self._locate(key)
+        where = self._locate(key, note=True)
         if where is None:
             return
         name, leaf = where
@@ -353,7 +357,7 @@ class Layout:
 
     def remove(self, key: str) -> None:
         """Forget ``key``."""
-        where = self._locate(key)
+        where = self._locate(key, note=False)
         if where is None:
             return
         name, leaf = where

@@ -14,7 +14,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from ddiscover._log import make_logger
 from ddiscover.catalog import Rejection
-from ddiscover.text import clip
+from ddiscover.text import CLIP, clip
 
 log = make_logger()
 
@@ -53,7 +53,7 @@ class RejectionLog:
             log.debug(
                 "{key} rejected for now ({reason}); logged if it persists",
                 key=clip(rejection.key),
-                reason=clip(rejection.reason),
+                reason=clip(rejection.reason, 4 * CLIP),
             )
             self._pending[rejection] = now
         self._schedule()
@@ -66,7 +66,8 @@ class RejectionLog:
 
     def _log(self, rejection: Rejection) -> None:
         self._reported.add(rejection)
-        log.error(IGNORING, key=clip(rejection.key), reason=clip(rejection.reason))
+        # Reasons quote values already cut to CLIP characters; this is only a backstop.
+        log.error(IGNORING, key=clip(rejection.key), reason=clip(rejection.reason, 4 * CLIP))
 
     def _schedule(self) -> None:
         if self._call is None and self._pending:
