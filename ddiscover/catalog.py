@@ -19,7 +19,7 @@ def _valid_port(_instance: object, attribute: attrs.Attribute[int], value: int) 
         raise ValueError(f"{attribute.name} {value} is not a TCP port (1-65535)")
 
 
-@attrs.frozen(order=True)
+@attrs.frozen(order=True, cache_hash=True)
 class Address:
     """A ``host:port`` a backend accepts TCP connections on; health state is keyed by it."""
 
@@ -30,7 +30,7 @@ class Address:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
-@attrs.frozen(order=True)
+@attrs.frozen(order=True, cache_hash=True)
 class Backend:
     """One registered instance of a service: its registry id and where it listens."""
 

@@ -143,14 +143,15 @@ def parse_address(text: str) -> Address:
 class _Draft:
     """What one service directory holds, each value parsed on its own when it was set.
 
-    ``backends`` maps a backend id to its value and the addresses in it (one per port);
+    ``backends`` maps a backend id to its value and its backend at each address in it (one
+    per port), made once when the value is set;
     ``bad`` maps a leaf whose value could not be used to its rejection.
     """
 
     name: str
     ports: tuple[int, ...] | None = None
     port_index: int | None = None
-    backends: dict[str, tuple[str, tuple[Address, ...]]] = attrs.field(factory=dict)
+    backends: dict[str, tuple[str, tuple[Backend, ...]]] = attrs.field(factory=dict)
     bad: dict[str, Rejection] = attrs.field(factory=dict)
 
     def empty(self) -> bool:
@@ -191,8 +192,8 @@ def _held_ports(draft: _Draft, previous: Catalog) -> tuple[int, ...] | None:
     for part in parts:
         for backend in part.backends:
             value = draft.backends.get(backend.id)
-            if value is not None and backend.address in value[1]:
-                order.setdefault(value[1].index(backend.address), part.port)
+            if value is not None and backend in value[1]:
+                order.setdefault(value[1].index(backend), part.port)
     if not parts or sorted(order) != list(range(len(parts))):
         return None
     ports = tuple(order[i] for i in range(len(parts)))
@@ -201,9 +202,9 @@ def _held_ports(draft: _Draft, previous: Catalog) -> tuple[int, ...] | None:
 
 def _matching(
     prefix: str, draft: _Draft, ports: tuple[int, ...]
-) -> tuple[dict[str, tuple[Address, ...]], list[Rejection]]:
+) -> tuple[dict[str, tuple[Backend, ...]], list[Rejection]]:
     """The backends of ``draft`` with one address per port; a rejection for each other one."""
-    matching: dict[str, tuple[Address, ...]] = {}
+    matching: dict[str, tuple[Backend, ...]] = {}
     rejections: list[Rejection] = []
     listed = ",".join(map(str, ports))
     for id, (value, addresses) in draft.backends.items():
@@ -247,7 +248,7 @@ def _draft_claims(
                 )
             )
             continue
-        backends = frozenset(Backend(id, a[position]) for id, a in matching.items())
+        backends = frozenset(at[position] for at in matching.values())
         claims.append(_Claim(name, draft.name, port, draft.port_index, backends))
     return claims, rejections
 
@@ -351,7 +352,8 @@ class Layout:
                 draft.port_index = entry.modified_index
             else:
                 draft.backends.pop(leaf, None)
-                draft.backends[leaf] = (entry.value, parse_addresses(entry.value))
+                addresses = parse_addresses(entry.value)
+                draft.backends[leaf] = (entry.value, tuple(Backend(leaf, a) for a in addresses))
         except BadValueError as e:
             draft.bad[leaf] = Rejection(key, str(e))
 
