@@ -144,19 +144,42 @@ class _Draft:
     """What one service directory holds, each value parsed on its own when it was set.
 
     ``backends`` maps a backend id to its value and its backend at each address in it (one
-    per port), made once when the value is set;
-    ``bad`` maps a leaf whose value could not be used to its rejection.
+    per port), made once when the value is set; ``columns[n][i]`` holds the ``i``-th backend
+    of every value with ``n`` addresses, kept up to date key by key, so a service's backends
+    are a copy of one set rather than a pass over every value.  ``bad`` maps a leaf whose
+    value could not be used to its rejection.
     """
 
     name: str
     ports: tuple[int, ...] | None = None
     port_index: int | None = None
     backends: dict[str, tuple[str, tuple[Backend, ...]]] = attrs.field(factory=dict)
+    columns: dict[int, list[set[Backend]]] = attrs.field(factory=dict)
     bad: dict[str, Rejection] = attrs.field(factory=dict)
 
     def empty(self) -> bool:
         """Whether no key of the directory is left."""
         return self.ports is None and not self.backends and not self.bad
+
+    def add_backend(self, id: str, value: str, members: tuple[Backend, ...]) -> None:
+        """Note backend ``id`` with ``value``, at each of the addresses in ``members``."""
+        self.drop_backend(id)
+        self.backends[id] = (value, members)
+        columns = self.columns.setdefault(len(members), [set() for _ in members])
+        for column, member in zip(columns, members, strict=True):
+            column.add(member)
+
+    def drop_backend(self, id: str) -> None:
+        """Forget backend ``id``, if it is known."""
+        held = self.backends.pop(id, None)
+        if held is None:
+            return
+        members = held[1]
+        columns = self.columns[len(members)]
+        for column, member in zip(columns, members, strict=True):
+            column.discard(member)
+        if not columns[0]:
+            del self.columns[len(members)]
 
 
 @attrs.frozen
@@ -200,26 +223,24 @@ def _held_ports(draft: _Draft, previous: Catalog) -> tuple[int, ...] | None:
     return ports if len(set(ports)) == len(ports) else None
 
 
-def _matching(
-    prefix: str, draft: _Draft, ports: tuple[int, ...]
-) -> tuple[dict[str, tuple[Backend, ...]], list[Rejection]]:
-    """The backends of ``draft`` with one address per port; a rejection for each other one."""
-    matching: dict[str, tuple[Backend, ...]] = {}
+def _mismatched(prefix: str, draft: _Draft, ports: tuple[int, ...]) -> list[Rejection]:
+    """A rejection for each backend of ``draft`` that has not one address per port."""
     rejections: list[Rejection] = []
     listed = ",".join(map(str, ports))
-    for id, (value, addresses) in draft.backends.items():
-        if len(addresses) == len(ports):
-            matching[id] = addresses
+    for count, columns in draft.columns.items():
+        if count == len(ports):
             continue
-        count = f"{len(addresses)} port" + ("" if len(addresses) == 1 else "s")
-        rejections.append(
-            Rejection(
-                f"{prefix}/{draft.name}/{id}",
-                f"value {clip(value)!r} has {count}, "
-                f"service {draft.name} listens on {len(ports)} ({listed})",
+        ports_word = f"{count} port" + ("" if count == 1 else "s")
+        for backend in columns[0]:
+            value = draft.backends[backend.id][0]
+            rejections.append(
+                Rejection(
+                    f"{prefix}/{draft.name}/{backend.id}",
+                    f"value {clip(value)!r} has {ports_word}, "
+                    f"service {draft.name} listens on {len(ports)} ({listed})",
+                )
             )
-        )
-    return matching, rejections
+    return rejections
 
 
 def _draft_claims(
@@ -235,8 +256,8 @@ def _draft_claims(
             rejections.append(Rejection(f"{prefix}/{draft.name}", "no port key"))
     if ports is None:
         return claims, rejections
-    matching, mismatched = _matching(prefix, draft, ports)
-    rejections.extend(mismatched)
+    rejections.extend(_mismatched(prefix, draft, ports))
+    matching = draft.columns.get(len(ports))
     for position, port in enumerate(ports):
         name = draft.name if len(ports) == 1 else part_name(draft.name, port)
         if name != draft.name and name in drafts:
@@ -248,7 +269,7 @@ def _draft_claims(
                 )
             )
             continue
-        backends = frozenset(at[position] for at in matching.values())
+        backends = frozenset(matching[position]) if matching else frozenset()
         claims.append(_Claim(name, draft.name, port, draft.port_index, backends))
     return claims, rejections
 
@@ -297,7 +318,8 @@ class Layout:
     :meth:`set` and :meth:`remove` parse the one value they touch and mark its directory;
     :meth:`build` re-derives only marked directories, and a service whose port and backends
     did not change is the very object it was in ``previous``, so consumers can find what
-    changed with ``is``.  ``work`` counts values parsed and backends placed, for tests.
+    changed with ``is``.  ``work`` counts values parsed and directories derived, for tests:
+    deriving a directory copies one set per port, in C, whatever its size.
     """
 
     def __init__(self, prefix: str) -> None:
@@ -351,9 +373,9 @@ class Layout:
                 draft.ports = parse_ports(entry.value)
                 draft.port_index = entry.modified_index
             else:
-                draft.backends.pop(leaf, None)
+                draft.drop_backend(leaf)
                 addresses = parse_addresses(entry.value)
-                draft.backends[leaf] = (entry.value, tuple(Backend(leaf, a) for a in addresses))
+                draft.add_backend(leaf, entry.value, tuple(Backend(leaf, a) for a in addresses))
         except BadValueError as e:
             draft.bad[leaf] = Rejection(key, str(e))
 
@@ -371,7 +393,7 @@ class Layout:
         if leaf == PORT_KEY:
             draft.ports, draft.port_index = None, None
         else:
-            draft.backends.pop(leaf, None)
+            draft.drop_backend(leaf)
         if draft.empty():
             del self._drafts[name]
 
@@ -382,7 +404,7 @@ class Layout:
             if draft is None:
                 self._derived.pop(name, None)
                 continue
-            self.work += len(draft.backends)
+            self.work += 1
             self._derived[name] = _draft_claims(self._root, draft, self._drafts, previous)
         self._dirty.clear()
         claims = [c for derived, _ in self._derived.values() for c in derived]
