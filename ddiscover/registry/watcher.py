@@ -197,7 +197,7 @@ class RegistryWatcher(Service):
 
     def _crashed(self, failure: Failure, running: Deferred[None]) -> None:
         """The loop ended on a bug of its own: log it and start it again after a backoff."""
-        if failure.check(CancelledError) or not self.running or running is not self._running:
+        if not self.running or running is not self._running:
             return
         log.failure("the etcd watch loop stopped on a bug; restarting it", failure=failure)
         self.last_error = describe(failure)
@@ -279,7 +279,12 @@ class RegistryWatcher(Service):
             except _FaultError:
                 self._set_state(WatchState.BACKING_OFF)
             except CancelledError:
-                raise
+                if not self.running:
+                    raise  # stopService cancelled us
+                # A request cancelled by something else (a timeout in a library) is a
+                # failure like any other: ending the loop here would end it silently.
+                self._report(Failure())
+                self._set_state(WatchState.BACKING_OFF)
             except Exception:
                 self._report(Failure())
                 self._set_state(WatchState.BACKING_OFF)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hyperlink import URL
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
 from twisted.logger import LogEvent, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
@@ -181,6 +181,14 @@ class SupervisionTests(SynchronousTestCase):
         self.assertEqual(len(self.failures()), 1)
         self.assert_recovers(2)
         self.assertEqual(len(self.flushLoggedErrors(AttributeError, TypeError)), 1)
+
+    def test_stray_cancellation(self) -> None:
+        """A request cancelled by something other than stopService does not end the loop."""
+        self.list_web()
+        self.client.watches[-1][2].cancel()
+        self.assert_backing_off("CancelledError")
+        self.assert_recovers(2)
+        self.assertEqual(len(self.flushLoggedErrors(CancelledError)), 1)
 
     def test_registry_error(self) -> None:
         """etcd out of reach: unreachable, last catalog kept, then resynced."""
