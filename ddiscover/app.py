@@ -84,8 +84,13 @@ class Discovery:
                         verb=verb,
                     )
         self.catalog = catalog
-        self._checker.reconcile(catalog)
-        self._listeners.reconcile(catalog)
+        for name, consumer in (("health", self._checker), ("listeners", self._listeners)):
+            try:
+                consumer.reconcile(catalog)
+            except Exception:
+                # One consumer's bug must not keep the catalog from the other, nor stop the
+                # watch: log it with its traceback and go on.
+                log.failure("{consumer} failed to apply the catalog", consumer=name)
 
 
 class _HTTPPoolService(Service):

@@ -15,6 +15,7 @@ from ddiscover.health.checker import HealthChecker
 from ddiscover.proxy.listeners import Listeners
 from ddiscover.proxy.reactor import ProxyReactor
 from ddiscover.registry.etcd2 import HTTPClientLike
+from ddiscover.registry.watcher import PUBLISH_WINDOW
 from tests.fake_endpoints import FakeEndpoints
 from tests.fake_etcd import FakeEtcdV2Resource
 from tests.proxy import FakeTCPTransport, PortsReactor
@@ -81,10 +82,11 @@ class BuildServiceTests(SynchronousTestCase):
         self.assertNotIn((80, "0.0.0.0"), self.listening())
         self.etcd.set("/backends/web/port", "80")
         self.stub.flush()
+        self.reactor.advance(PUBLISH_WINDOW)  # catalogs go out at most once per window
         self.assertIn((80, "0.0.0.0"), self.listening())
         self.etcd.delete("/backends/web")
         self.stub.flush()
-        self.reactor.advance(0)
+        self.reactor.advance(PUBLISH_WINDOW)
         self.assertNotIn((80, "0.0.0.0"), self.listening())
 
     def test_stop_leaves_nothing_scheduled(self) -> None:

@@ -20,20 +20,44 @@ else.
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
 
-from ddiscover.catalog import Address, Backend, Catalog, Rejection, Service
+from ddiscover.catalog import Backend, Catalog, Rejection, Service
+from ddiscover.registry.values import (
+    MAX_PORTS_PER_SERVICE,
+    BadValueError,
+    parse_address,
+    parse_addresses,
+    parse_port,
+    parse_ports,
+)
+from ddiscover.text import clip
+
+# The value parsers live in values.py; they are re-exported here, where callers found them.
+__all__ = [
+    "MAX_KEY_DEPTH",
+    "MAX_PORTS_PER_SERVICE",
+    "PORT_KEY",
+    "BadValueError",
+    "Entry",
+    "Layout",
+    "build_catalog",
+    "normalise_prefix",
+    "parse_address",
+    "parse_addresses",
+    "parse_port",
+    "parse_ports",
+    "part_name",
+]
 
 PORT_KEY = "port"
 
-_DIGITS = re.compile(r"[0-9]+")
-_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
-_NUMERIC_HOST = re.compile(r"[0-9.]+")
+#: Levels below the prefix a key may have (a service name may contain "/"); deeper keys are
+#: rejected on their own, so one absurd key cannot make every listing fail.
+MAX_KEY_DEPTH = 32
 
 
 @attrs.frozen
@@ -45,98 +69,52 @@ class Entry:
     ttl: int | None = None
 
 
-class BadValueError(ValueError):
-    """A value that is not what its key needs; ``str()`` is the one-line reason."""
-
-
 def normalise_prefix(prefix: str) -> str:
     """The prefix without trailing slashes (``""`` for the root), so keys compare plainly."""
     return prefix.rstrip("/")
 
 
-def parse_port(text: str) -> int:
-    """Read a TCP port (1-65535) from ``text``, ignoring surrounding whitespace."""
-    stripped = text.strip()
-    if not _DIGITS.fullmatch(stripped):
-        raise BadValueError(f"port {text!r} is not a number")
-    if len(stripped) > 5 or not 1 <= int(stripped) <= 65535:
-        raise BadValueError(f"port {text!r} is outside 1-65535")
-    return int(stripped)
-
-
-def _check_host(host: str) -> str:
-    """A dotted-quad must be a real IPv4 address; anything else must be a hostname."""
-    if _NUMERIC_HOST.fullmatch(host):
-        try:
-            return str(ipaddress.IPv4Address(host))
-        except ValueError:
-            raise BadValueError(f"{host!r} is not an IPv4 address") from None
-    if len(host) > 253 or not all(_LABEL.fullmatch(label) for label in host.split(".")):
-        raise BadValueError(f"{host!r} is not a hostname or IP address")
-    return host
-
-
-def parse_ports(text: str) -> tuple[int, ...]:
-    """Read the listen port of a service, or its listen ports separated by commas (``80,443``)."""
-    parts = text.split(",")
-    if len(parts) == 1:
-        return (parse_port(text),)
-    try:
-        ports = tuple(parse_port(part) for part in parts)
-    except BadValueError as e:
-        raise BadValueError(f"ports {text!r}: {e}") from None
-    twice = sorted({port for port in ports if ports.count(port) > 1})
-    if twice:
-        raise BadValueError(f"ports {text!r} list {twice[0]} twice")
-    return ports
-
-
-def _parse_host(host: str) -> str:
-    if host.startswith("[") and host.endswith("]"):
-        try:
-            return str(ipaddress.IPv6Address(host[1:-1]))
-        except ValueError:
-            raise BadValueError(f"{host!r} is not an IPv6 address") from None
-    if ":" in host:
-        raise BadValueError("an IPv6 address needs brackets")
-    return _check_host(host)
-
-
-def parse_addresses(text: str) -> tuple[Address, ...]:
-    """Read a backend's ``host:port``, or ``host:port,port,...`` for a service of several ports.
-
-    Host is an IPv4 address, a hostname or ``[IPv6]``; surrounding whitespace is ignored.
-    """
-    host, sep, port_text = text.strip().rpartition(":")
-    try:
-        if not sep:
-            raise BadValueError("no ':port'")
-        host = _parse_host(host)
-        ports = [parse_port(part) for part in port_text.split(",")]
-    except BadValueError as e:
-        raise BadValueError(f"value {text!r} is not host:port: {e}") from None
-    return tuple(Address(host, port) for port in ports)
-
-
-def parse_address(text: str) -> Address:
-    """Read one ``host:port`` (IPv4, hostname or ``[IPv6]:port``), ignoring whitespace."""
-    first, *more = parse_addresses(text)
-    if more:
-        raise BadValueError(f"value {text!r} is not host:port: it has {1 + len(more)} ports")
-    return first
-
-
 @attrs.define
 class _Draft:
-    """What one service directory held, each value parsed on its own.
+    """What one service directory holds, each value parsed on its own when it was set.
 
-    ``backends`` maps a backend id to its value and the addresses in it (one per port).
+    ``backends`` maps a backend id to its value and its backend at each address in it (one
+    per port), made once when the value is set; ``columns[n][i]`` holds the ``i``-th backend
+    of every value with ``n`` addresses, kept up to date key by key, so a service's backends
+    are a copy of one set rather than a pass over every value.  ``bad`` maps a leaf whose
+    value could not be used to its rejection.
     """
 
     name: str
     ports: tuple[int, ...] | None = None
     port_index: int | None = None
-    backends: dict[str, tuple[str, tuple[Address, ...]]] = attrs.field(factory=dict)
+    backends: dict[str, tuple[str, tuple[Backend, ...]]] = attrs.field(factory=dict)
+    columns: dict[int, list[set[Backend]]] = attrs.field(factory=dict)
+    bad: dict[str, Rejection] = attrs.field(factory=dict)
+
+    def empty(self) -> bool:
+        """Whether no key of the directory is left."""
+        return self.ports is None and not self.backends and not self.bad
+
+    def add_backend(self, id: str, value: str, members: tuple[Backend, ...]) -> None:
+        """Note backend ``id`` with ``value``, at each of the addresses in ``members``."""
+        self.drop_backend(id)
+        self.backends[id] = (value, members)
+        columns = self.columns.setdefault(len(members), [set() for _ in members])
+        for column, member in zip(columns, members, strict=True):
+            column.add(member)
+
+    def drop_backend(self, id: str) -> None:
+        """Forget backend ``id``, if it is known."""
+        held = self.backends.pop(id, None)
+        if held is None:
+            return
+        members = held[1]
+        columns = self.columns[len(members)]
+        for column, member in zip(columns, members, strict=True):
+            column.discard(member)
+        if not columns[0]:
+            del self.columns[len(members)]
 
 
 @attrs.frozen
@@ -151,32 +129,6 @@ class _Claim:
     port: int
     port_index: int | None
     backends: frozenset[Backend]
-
-
-def _collect(
-    prefix: str, entries: Mapping[str, Entry]
-) -> tuple[dict[str, _Draft], list[Rejection]]:
-    """Group the keys under ``prefix`` by service, parsing each value on its own."""
-    drafts: dict[str, _Draft] = {}
-    rejections: list[Rejection] = []
-    under = prefix + "/"
-    for key, entry in entries.items():
-        if not key.startswith(under):
-            continue
-        name, slash, leaf = key[len(under) :].rpartition("/")
-        if not slash or not name:
-            rejections.append(Rejection(key, "key is not inside a service directory"))
-            continue
-        draft = drafts.setdefault(name, _Draft(name))
-        try:
-            if leaf == PORT_KEY:
-                draft.ports = parse_ports(entry.value)
-                draft.port_index = entry.modified_index
-            else:
-                draft.backends[leaf] = (entry.value, parse_addresses(entry.value))
-        except BadValueError as e:
-            rejections.append(Rejection(key, str(e)))
-    return drafts, rejections
 
 
 def part_name(service: str, port: int) -> str:
@@ -198,65 +150,62 @@ def _held_ports(draft: _Draft, previous: Catalog) -> tuple[int, ...] | None:
     for part in parts:
         for backend in part.backends:
             value = draft.backends.get(backend.id)
-            if value is not None and backend.address in value[1]:
-                order.setdefault(value[1].index(backend.address), part.port)
+            if value is not None and backend in value[1]:
+                order.setdefault(value[1].index(backend), part.port)
     if not parts or sorted(order) != list(range(len(parts))):
         return None
     ports = tuple(order[i] for i in range(len(parts)))
     return ports if len(set(ports)) == len(ports) else None
 
 
-def _matching(
-    prefix: str, draft: _Draft, ports: tuple[int, ...]
-) -> tuple[dict[str, tuple[Address, ...]], list[Rejection]]:
-    """The backends of ``draft`` with one address per port; a rejection for each other one."""
-    matching: dict[str, tuple[Address, ...]] = {}
+def _mismatched(prefix: str, draft: _Draft, ports: tuple[int, ...]) -> list[Rejection]:
+    """A rejection for each backend of ``draft`` that has not one address per port."""
     rejections: list[Rejection] = []
     listed = ",".join(map(str, ports))
-    for id, (value, addresses) in draft.backends.items():
-        if len(addresses) == len(ports):
-            matching[id] = addresses
+    for count, columns in draft.columns.items():
+        if count == len(ports):
             continue
-        count = f"{len(addresses)} port" + ("" if len(addresses) == 1 else "s")
-        rejections.append(
-            Rejection(
-                f"{prefix}/{draft.name}/{id}",
-                f"value {value!r} has {count}, "
-                f"service {draft.name} listens on {len(ports)} ({listed})",
-            )
-        )
-    return matching, rejections
-
-
-def _claims(
-    prefix: str, drafts: Mapping[str, _Draft], previous: Catalog
-) -> tuple[list[_Claim], list[Rejection]]:
-    """Split each service into one claim per listen port, with the matching backend addresses."""
-    claims: list[_Claim] = []
-    rejections: list[Rejection] = []
-    for draft in drafts.values():
-        ports = draft.ports
-        if ports is None and draft.backends:
-            ports = _held_ports(draft, previous)
-            if ports is None:
-                rejections.append(Rejection(f"{prefix}/{draft.name}", "no port key"))
-        if ports is None:
-            continue
-        matching, mismatched = _matching(prefix, draft, ports)
-        rejections.extend(mismatched)
-        for position, port in enumerate(ports):
-            name = draft.name if len(ports) == 1 else part_name(draft.name, port)
-            if name != draft.name and name in drafts:
-                rejections.append(
-                    Rejection(
-                        f"{prefix}/{draft.name}",
-                        f"port {port} would be service {name}, "
-                        f"but {prefix}/{name} is a service of its own",
-                    )
+        ports_word = f"{count} port" + ("" if count == 1 else "s")
+        for backend in columns[0]:
+            value = draft.backends[backend.id][0]
+            rejections.append(
+                Rejection(
+                    f"{prefix}/{draft.name}/{backend.id}",
+                    f"value {clip(value)!r} has {ports_word}, "
+                    f"service {draft.name} listens on {len(ports)} ({listed})",
                 )
-                continue
-            backends = frozenset(Backend(id, a[position]) for id, a in matching.items())
-            claims.append(_Claim(name, draft.name, port, draft.port_index, backends))
+            )
+    return rejections
+
+
+def _draft_claims(
+    prefix: str, draft: _Draft, drafts: Mapping[str, _Draft], previous: Catalog
+) -> tuple[list[_Claim], list[Rejection]]:
+    """Split one service into a claim per listen port, with the matching backend addresses."""
+    claims: list[_Claim] = []
+    rejections: list[Rejection] = list(draft.bad.values())
+    ports = draft.ports
+    if ports is None and draft.backends:
+        ports = _held_ports(draft, previous)
+        if ports is None:
+            rejections.append(Rejection(f"{prefix}/{draft.name}", "no port key"))
+    if ports is None:
+        return claims, rejections
+    rejections.extend(_mismatched(prefix, draft, ports))
+    matching = draft.columns.get(len(ports))
+    for position, port in enumerate(ports):
+        name = draft.name if len(ports) == 1 else part_name(draft.name, port)
+        if name != draft.name and name in drafts:
+            rejections.append(
+                Rejection(
+                    f"{prefix}/{draft.name}",
+                    f"port {port} would be service {name}, "
+                    f"but {prefix}/{name} is a service of its own",
+                )
+            )
+            continue
+        backends = frozenset(matching[position]) if matching else frozenset()
+        claims.append(_Claim(name, draft.name, port, draft.port_index, backends))
     return claims, rejections
 
 
@@ -279,7 +228,10 @@ def _assign_ports(
     rejections: list[Rejection] = []
     for port, claimants in by_port.items():
         winner, *losers = sorted(claimants, key=lambda c: _claim_order(c, previous))
-        services.append(Service(winner.name, port, winner.backends))
+        held = previous.services.get(winner.name)
+        if held is None or held.port != port or not _same(held.backends, winner.backends):
+            held = Service(winner.name, port, winner.backends)
+        services.append(held)
         rejections.extend(
             Rejection(
                 f"{prefix}/{loser.directory}",
@@ -290,16 +242,122 @@ def _assign_ports(
     return services, rejections
 
 
+def _same(a: frozenset[Backend], b: frozenset[Backend]) -> bool:
+    return a is b or a == b
+
+
+class Layout:
+    """The keys under one prefix, kept per service directory so that a change costs work in
+    proportion to the directory it touches, and catalogs built from them.
+
+    :meth:`set` and :meth:`remove` parse the one value they touch and mark its directory;
+    :meth:`build` re-derives only marked directories, and a service whose port and backends
+    did not change is the very object it was in ``previous``, so consumers can find what
+    changed with ``is``.  ``work`` counts values parsed and directories derived, for tests:
+    deriving a directory copies one set per port, in C, whatever its size.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self._root = normalise_prefix(prefix)
+        self._drafts: dict[str, _Draft] = {}
+        self._loose: dict[str, Rejection] = {}
+        self._derived: dict[str, tuple[list[_Claim], list[Rejection]]] = {}
+        self._dirty: set[str] = set()
+        self.work = 0
+
+    def _locate(self, key: str, note: bool) -> tuple[str, str] | None:
+        """The service directory and leaf of ``key``; ``None`` (noting why if ``note``) if it
+        is in none."""
+        self._loose.pop(key, None)
+        under = self._root + "/"
+        if not key.startswith(under):
+            return None
+        rest = key[len(under) :]
+        depth = rest.count("/") + 1
+        if depth > MAX_KEY_DEPTH:
+            if note:
+                reason = f"key is {depth} levels deep, more than {MAX_KEY_DEPTH}"
+                self._loose[key] = Rejection(clip(key), reason)
+            return None
+        name, slash, leaf = rest.rpartition("/")
+        if not slash or not name:
+            if note:
+                reason = "key is not inside a service directory"
+                self._loose[key] = Rejection(clip(key), reason)
+            return None
+        return name, leaf
+
+    def _mark(self, name: str) -> None:
+        """Mark ``name`` to be derived again, and the service whose part it could name."""
+        self._dirty.add(name)
+        self._dirty.add(name.rpartition(":")[0])
+
+    def set(self, key: str, entry: Entry) -> None:
+        """Note the new value of ``key``."""
+        where = self._locate(key, note=True)
+        if where is None:
+            return
+        name, leaf = where
+        draft = self._drafts.setdefault(name, _Draft(name))
+        self._mark(name)
+        self.work += 1
+        draft.bad.pop(leaf, None)
+        try:
+            if leaf == PORT_KEY:
+                draft.ports, draft.port_index = None, None
+                draft.ports = parse_ports(entry.value)
+                draft.port_index = entry.modified_index
+            else:
+                draft.drop_backend(leaf)
+                addresses = parse_addresses(entry.value)
+                draft.add_backend(leaf, entry.value, tuple(Backend(leaf, a) for a in addresses))
+        except BadValueError as e:
+            draft.bad[leaf] = Rejection(key, str(e))
+
+    def remove(self, key: str) -> None:
+        """Forget ``key``."""
+        where = self._locate(key, note=False)
+        if where is None:
+            return
+        name, leaf = where
+        draft = self._drafts.get(name)
+        if draft is None:
+            return
+        self._mark(name)
+        draft.bad.pop(leaf, None)
+        if leaf == PORT_KEY:
+            draft.ports, draft.port_index = None, None
+        else:
+            draft.drop_backend(leaf)
+        if draft.empty():
+            del self._drafts[name]
+
+    def build(self, previous: Catalog) -> Catalog:
+        """The catalog the keys describe now, given ``previous``, the catalog in use."""
+        for name in self._dirty:
+            draft = self._drafts.get(name)
+            if draft is None:
+                self._derived.pop(name, None)
+                continue
+            self.work += 1
+            self._derived[name] = _draft_claims(self._root, draft, self._drafts, previous)
+        self._dirty.clear()
+        claims = [c for derived, _ in self._derived.values() for c in derived]
+        services, conflicts = _assign_ports(self._root, claims, previous)
+        rejections = [r for _, rejected in self._derived.values() for r in rejected]
+        # Typed Any: mypy cannot match a dict to the overloads of Catalog's ``converter=dict``.
+        by_name: Any = {s.name: s for s in services}
+        everything = [*self._loose.values(), *rejections, *conflicts]
+        return Catalog(services=by_name, rejections=frozenset(everything))
+
+
 def build_catalog(prefix: str, entries: Mapping[str, Entry], previous: Catalog) -> Catalog:
     """Build the catalog the keys under ``prefix`` describe, rejecting what cannot be used.
 
     ``previous`` is the catalog currently in use: a service keeps its ports while its port key
     is missing but backends remain, and keeps a port another service also claims.
     """
-    root = normalise_prefix(prefix)
-    drafts, rejections = _collect(root, entries)
-    claims, mismatches = _claims(root, drafts, previous)
-    services, conflicts = _assign_ports(root, claims, previous)
-    # Typed Any: mypy cannot match a dict to the overloads of Catalog's ``converter=dict``.
-    by_name: Any = {s.name: s for s in services}
-    return Catalog(services=by_name, rejections=frozenset(rejections + mismatches + conflicts))
+    layout = Layout(prefix)
+    for key, entry in entries.items():
+        layout.set(key, entry)
+    return layout.build(previous)

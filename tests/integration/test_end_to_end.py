@@ -155,8 +155,11 @@ class EndToEndTests(InProcessTestCase):
         )
         clash = next(r for r in rejections if r.key == "/backends/clash")
         self.assertEqual(clash.reason, f"port {self.port} is already used by service web")
-        for rejection in rejections:
-            line = f"ignoring {rejection.key}: {rejection.reason}"
+        lines = [f"ignoring {r.key}: {r.reason}" for r in rejections]
+        # A rejection is logged once it persisted for a second (the registrar's next write
+        # may be about to fix it), so wait for the lines, then check each came once.
+        await eventually(lambda: all(line in self.logged for line in lines))
+        for line in lines:
             self.assertEqual(self.logged.count(line), 1, line)
 
     async def test_killed_backend_goes_down_by_checks_alone(self) -> None:

@@ -506,7 +506,12 @@ class V3WatcherTests(V3TestCase):
         super().setUp()
         self.published: list[Catalog] = []
         self.watcher = RegistryWatcher(
-            self.client, self.clock, "/backends", self.published.append, backoff=lambda n: 1.0
+            self.client,
+            self.clock,
+            "/backends",
+            self.published.append,
+            backoff=lambda n: 1.0,
+            publish_window=0,
         )
         self.logs = self.enterContext(capturedLogs())
         self.lease = self.etcd.grant(15)

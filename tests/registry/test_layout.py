@@ -63,7 +63,7 @@ class ParsePortTests(SynchronousTestCase):
             ("\u0663", "port '\u0663' is not a number"),
             ("80.0", "port '80.0' is not a number"),
             ("123456", "port '123456' is outside 1-65535"),
-            ("9" * 5000, f"port {'9' * 5000!r} is outside 1-65535"),
+            ("9" * 5000, f"port {'9' * 200 + '... (5000 bytes)'!r} is outside 1-65535"),
             ("0", "port '0' is outside 1-65535"),
             ("65536", "port '65536' is outside 1-65535"),
         ]:
