@@ -51,7 +51,11 @@ class Discovery:
     def apply(self, catalog: Catalog) -> None:
         """Log what changed and reconcile health checks and listeners with ``catalog``, cut
         to the listener budget (a service refused a listener is not checked either)."""
-        catalog = self._listeners.budgeted(catalog)
+        try:
+            catalog = self._listeners.budgeted(catalog)
+        except Exception:
+            # A bug in the cut must not stop the catalog: apply it uncut, with the traceback.
+            log.failure("listeners failed to budget the catalog")
         change = diff(self.catalog, catalog)
         for name in sorted(change.added):
             service = catalog.services[name]

@@ -22,6 +22,9 @@ class Consumer:
         self.error = error
         self.seen: list[Catalog] = []
 
+    def budgeted(self, catalog: Catalog) -> Catalog:
+        return catalog
+
     def reconcile(self, catalog: Catalog) -> None:
         self.seen.append(catalog)
         if self.error is not None:
@@ -61,6 +64,19 @@ class DiscoveryTests(SynchronousTestCase):
         self.discovery(checker, listeners).apply(Catalog())
         self.assertEqual(len(checker.seen), 1)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_budget_bug(self) -> None:
+        """A bug in the listeners' budget cut still lets the catalog reach both consumers."""
+
+        class BadBudget(Consumer):
+            def budgeted(self, catalog: Catalog) -> Catalog:
+                raise ValueError("bug")
+
+        checker, listeners = Consumer(), BadBudget()
+        catalog = Catalog({"web": WEB})
+        self.discovery(checker, listeners).apply(catalog)
+        self.assertEqual((checker.seen, listeners.seen), ([catalog], [catalog]))
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
 
 
 class _Untouchable(frozenset[Backend]):

@@ -73,6 +73,16 @@ def _local(host: str, interface: str, addresses: frozenset[str]) -> bool:
     return ip == bound or (bound.is_loopback and ip.is_loopback and ip.version == bound.version)
 
 
+@attrs.frozen
+class _Judged:
+    """One service as :class:`LoopGuard` last judged it, against the ports of its catalog."""
+
+    service: Service
+    ports: frozenset[int]
+    loops: frozenset[Backend]
+    kept: Service
+
+
 @attrs.define
 class LoopGuard:
     """Takes out of a catalog every backend that is one of our own listeners.
@@ -84,26 +94,41 @@ class LoopGuard:
     addresses: Callable[[], frozenset[str]] = host_addresses
     _known: frozenset[str] | None = None
     _logged: frozenset[str] = frozenset()
+    # Per service name: the service last seen, the ports it was judged against, its loops.
+    # The watcher keeps an unchanged service the same object, so a catalog costs a lookup
+    # per unchanged service, not a look at each of its backends.
+    _ports: frozenset[int] = frozenset()
+    _judged: dict[str, _Judged] = attrs.Factory(dict)
 
     def refuse(self, catalog: Catalog) -> Catalog:
         """``catalog`` without looping backends, each a rejection (logged once while it lasts)."""
-        ports = {service.port for service in catalog.services.values()}
+        ports = frozenset(service.port for service in catalog.services.values())
+        if ports == self._ports:
+            ports = self._ports  # one comparison here, identity per service below
+        self._ports = ports
         if self._known is None:
             self._known = self.addresses()
         known = self._known
         services: dict[str, Service] = {}
         rejections = set(catalog.rejections)
+        judged: dict[str, _Judged] = {}
         for name, service in catalog.services.items():
-            loops = frozenset(
-                backend
-                for backend in service.backends
-                if backend.address.port in ports
-                and _local(backend.address.host, self.interface, known)
-            )
-            services[name] = (
-                attrs.evolve(service, backends=service.backends - loops) if loops else service
-            )
-            rejections.update(_rejection(name, backend) for backend in loops)
+            last = self._judged.get(name)
+            if last is None or last.service is not service or last.ports is not ports:
+                loops = frozenset(
+                    backend
+                    for backend in service.backends
+                    if backend.address.port in ports
+                    and _local(backend.address.host, self.interface, known)
+                )
+                kept = service
+                if loops:
+                    kept = attrs.evolve(service, backends=service.backends - loops)
+                last = _Judged(service, ports, loops, kept)
+            judged[name] = last
+            services[name] = last.kept
+            rejections.update(_rejection(name, backend) for backend in last.loops)
+        self._judged = judged
         refused = frozenset(r.key for r in rejections - set(catalog.rejections))
         for rejection in sorted(rejections - set(catalog.rejections), key=str):
             if rejection.key not in self._logged:

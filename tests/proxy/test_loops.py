@@ -78,3 +78,24 @@ class LoopGuardTests(SynchronousTestCase):
     def test_host_addresses(self) -> None:
         """This host's addresses include loopback, read without DNS."""
         self.assertIn("127.0.0.1", host_addresses())
+
+
+class LoopGuardIdentityTests(SynchronousTestCase):
+    """A service the watcher kept as the same object stays the same object through the guard,
+    so the checker and the listeners see no change in it."""
+
+    def test_unchanged_service_same_object(self) -> None:
+        guard = LoopGuard("0.0.0.0", addresses=frozenset)
+        catalog = web(("a", "127.0.0.1", 80), ("b", "10.0.0.9", 80))
+        first = guard.refuse(catalog).services["web"]
+        second = guard.refuse(Catalog(dict(catalog.services), catalog.rejections))
+        self.assertIs(second.services["web"], first)
+        self.assertEqual({b.id for b in first.backends}, {"b"})
+
+    def test_new_port_judged_again(self) -> None:
+        """A backend on a port that becomes one of ours later loops from then on."""
+        guard = LoopGuard("0.0.0.0", addresses=frozenset)
+        alone = {"web": web(("a", "127.0.0.1", 5432)).services["web"]}
+        self.assertEqual(guard.refuse(Catalog(alone)).rejections, frozenset())
+        both = Catalog({**alone, "db": Service("db", 5432)})
+        self.assertEqual([r.key for r in guard.refuse(both).rejections], ["web/a"])
