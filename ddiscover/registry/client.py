@@ -54,6 +54,7 @@ from zope.interface import implementer
 
 from ddiscover._log import make_logger
 from ddiscover.registry.layout import Entry
+from ddiscover.text import CLIP, clip
 
 log = make_logger()
 
@@ -304,14 +305,40 @@ def field(obj: Mapping[str, Any], name: str, kind: type) -> Any:
 
 
 def decode_object(body: bytes) -> dict[str, Any]:
-    """Parse a JSON object, or raise :class:`MalformedError` saying why not."""
+    """Parse a JSON object, or raise :class:`MalformedError` saying why not.
+
+    ``json.loads`` raises ``RecursionError``, not ``ValueError``, on a body nested deeper than
+    the interpreter's recursion limit (``b"[" * 100000``): that is malformed too.
+    """
     try:
         decoded = json.loads(body)
     except ValueError as e:
-        raise MalformedError(f"not JSON ({one_line(str(e))})") from None
+        raise MalformedError(f"not JSON ({clip(one_line(str(e)))})") from None
+    except RecursionError:
+        raise MalformedError("JSON nested too deeply") from None
     if not isinstance(decoded, dict):
-        raise MalformedError("not a JSON object")
+        raise MalformedError(f"not a JSON object but {_json_kind(decoded)}")
     return decoded
+
+
+def _json_kind(value: object) -> str:
+    """What a decoded JSON value is, in JSON's words, for a message."""
+    kinds = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return kinds.get(type(value), "a number")
+
+
+def text_field(obj: Mapping[str, Any], name: str) -> str:
+    """``obj[name]`` as one clipped line if it is a string, else ``""`` (for error messages)."""
+    value = obj.get(name)
+    return clip(one_line(value)) if isinstance(value, str) else ""
+
+
+def body_text(body: bytes) -> str:
+    """The start of a body that is not etcd's JSON (an HTML error page...), as one line."""
+    text = one_line(body[: 4 * CLIP].decode("utf-8", "replace"))
+    if len(body) <= 4 * CLIP:
+        return clip(text)
+    return f"{text[:CLIP]}... ({len(body)} bytes)"
 
 
 def etcd_index(response: IResponse) -> int | None:
@@ -451,7 +478,7 @@ def unb64(text: object) -> str:
     try:
         return base64.b64decode(text, validate=True).decode("utf-8", "replace")
     except ValueError:
-        raise MalformedError(f"{text[:40]!r} is not base64") from None
+        raise MalformedError(f"{clip(text, 40)!r} is not base64") from None
 
 
 def v3_error(body: bytes) -> tuple[int | None, str]:
@@ -459,9 +486,9 @@ def v3_error(body: bytes) -> tuple[int | None, str]:
     try:
         error = decode_object(body)
     except MalformedError:
-        return None, one_line(body[:200].decode("utf-8", "replace"))
+        return None, body_text(body)
     code = error.get("code")
-    return (code if isinstance(code, int) else None), one_line(str(error.get("message") or ""))
+    return (code if isinstance(code, int) else None), text_field(error, "message")
 
 
 class EtcdHTTP:

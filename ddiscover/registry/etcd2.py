@@ -30,12 +30,14 @@ from ddiscover.registry.client import (
     RegistryUnavailable,
     Reply,
     Snapshot,
+    body_text,
     decode_object,
     etcd_index,
     field,
-    one_line,
+    text_field,
 )
 from ddiscover.registry.layout import Entry
+from ddiscover.text import clip
 
 __all__ = [
     "Change",
@@ -63,20 +65,27 @@ def _entry(node: Mapping[str, Any]) -> Entry:
     )
 
 
-def _leaves(node: Mapping[str, Any], into: dict[str, Entry]) -> None:
-    """Add every leaf at or below ``node`` to ``into``."""
-    if node.get("dir"):
+def _leaves(top: Mapping[str, Any], into: dict[str, Entry]) -> None:
+    """Add every leaf at or below ``top`` to ``into``.
+
+    The walk keeps its own stack, so a deep tree is never a ``RecursionError``.
+    """
+    pending = [top]
+    while pending:
+        node = pending.pop()
+        if not node.get("dir"):
+            into[field(node, "key", str)] = _entry(node)
+            continue
         # etcd's root directory has no "key" field, so a directory's key is only for messages.
         where = node.get("key", "/")
+        where = clip(where) if isinstance(where, str) else "a directory"
         children = node.get("nodes", [])
         if not isinstance(children, list):
             raise MalformedError(f"'nodes' of {where} is not a list")
-        for child in children:
+        for child in reversed(children):
             if not isinstance(child, dict):
                 raise MalformedError(f"a child of {where} is not an object")
-            _leaves(child, into)
-    else:
-        into[field(node, "key", str)] = _entry(node)
+            pending.append(child)
 
 
 def parse_listing(index: int, body: bytes) -> Snapshot:
@@ -97,7 +106,7 @@ def parse_event(body: bytes) -> Change:
     if not isinstance(node, dict):
         raise MalformedError("no 'node' object")
     if action not in _SET_ACTIONS | DELETE_ACTIONS:
-        raise MalformedError(f"unknown action {action!r}")
+        raise MalformedError(f"unknown action {clip(action)!r}")
     is_dir = bool(node.get("dir"))
     return Change(
         action=action,
@@ -113,12 +122,12 @@ def _error_code(body: bytes) -> tuple[int | None, str]:
     try:
         error = decode_object(body)
     except MalformedError:
-        return None, one_line(body[:200].decode("utf-8", "replace"))
+        return None, body_text(body)
     code = error.get("errorCode")
-    text = str(error.get("message") or "")
-    if error.get("cause"):
-        text += f" ({error['cause']})"
-    return (code if isinstance(code, int) else None), one_line(text)
+    text, cause = text_field(error, "message"), text_field(error, "cause")
+    if cause:
+        text += f" ({cause})"
+    return (code if isinstance(code, int) and not isinstance(code, bool) else None), text
 
 
 class EtcdV2Client:

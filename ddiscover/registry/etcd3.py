@@ -14,6 +14,7 @@ stream that ends (etcd stopping sends a final ``{"error": ...}``, without a newl
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -39,9 +40,14 @@ from ddiscover.registry.client import (
     b64,
     decode_object,
     describe,
+    one_line,
+    text_field,
     unb64,
 )
 from ddiscover.registry.layout import Entry, normalise_prefix
+from ddiscover.text import clip
+
+_INT64 = re.compile(r"-?[0-9]{1,20}")
 
 
 def prefix_range(prefix: str) -> tuple[str, str]:
@@ -55,7 +61,8 @@ def _int(obj: Mapping[str, Any], name: str, default: int | None = None) -> int:
     value = obj.get(name)
     if value is None and default is not None:
         return default
-    if isinstance(value, str) and value.lstrip("-").isdigit():
+    # isdigit() would let "²" through, which int() refuses; 20 digits hold any int64.
+    if isinstance(value, str) and _INT64.fullmatch(value):
         return int(value)
     if isinstance(value, int) and not isinstance(value, bool):
         return value
@@ -259,7 +266,9 @@ class EtcdV3Client:
         """Act on one watch message; raising ends the stream with that error."""
         if "error" in message:
             error = message["error"]
-            text = error.get("message") if isinstance(error, dict) else error
+            text = text_field(error, "message") if isinstance(error, dict) else ""
+            if not text:
+                text = clip(one_line(error)) if isinstance(error, str) else "no reason given"
             raise self._etcd.unavailable(endpoint, f"watch ended: {text}")
         result = _object(message, "result")
         if result.get("canceled"):
@@ -269,7 +278,8 @@ class EtcdV3Client:
                     endpoint, f"revision {index} is compacted (oldest kept: {oldest})"
                 )
             self._etcd.forget_token()
-            raise RegistryError(endpoint, f"watch canceled: {result.get('cancel_reason', '')}")
+            reason = text_field(result, "cancel_reason")
+            raise RegistryError(endpoint, f"watch canceled: {reason}")
         if result.get("created"):
             return
         changes = parse_events(result)
