@@ -17,26 +17,18 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hyperlink import URL
+from twisted.web import http
 
-from ddiscover.registry.client import (
-    DELETE_ACTIONS,
-    Change,
-    ChangeHandler,
-    EtcdHTTP,
-    HTTPClientLike,
+from ddiscover.registry.client import EtcdHTTP, HTTPClientLike, etcd_index
+from ddiscover.registry.decoding import body_text, decode_object, field, text_field
+from ddiscover.registry.errors import (
     IndexCleared,
     MalformedError,
     RegistryError,
     RegistryUnavailable,
-    Reply,
-    Snapshot,
-    body_text,
-    decode_object,
-    etcd_index,
-    field,
-    text_field,
 )
 from ddiscover.registry.layout import Entry
+from ddiscover.registry.values import DELETE_ACTIONS, Change, ChangeHandler, Reply, Snapshot
 from ddiscover.text import clip
 
 __all__ = [
@@ -52,8 +44,10 @@ __all__ = [
 ]
 
 _SET_ACTIONS = frozenset({"set", "create", "update", "compareAndSwap"})
-_KEY_NOT_FOUND = 100
-_INDEX_CLEARED = 401
+_ERRORCODE_KEY_NOT_FOUND = 100
+"""etcd v2 ``errorCode`` of a key that does not exist (HTTP 404)."""
+_ERRORCODE_INDEX_CLEARED = 401
+"""etcd v2 ``errorCode`` of a wait older than the kept history (HTTP 400)."""
 
 
 def _entry(node: Mapping[str, Any]) -> Entry:
@@ -171,7 +165,7 @@ class EtcdV2Client:
             problem += f": {text}"
         if reply.code >= 500:
             return self._etcd.unavailable(endpoint, problem, code)
-        if code == _INDEX_CLEARED:
+        if code == _ERRORCODE_INDEX_CLEARED:
             return IndexCleared(endpoint, problem, code)
         return RegistryError(endpoint, problem, code)
 
@@ -181,7 +175,7 @@ class EtcdV2Client:
         endpoint, reply = await self._get((("recursive", "true"),), timeout)
         if reply is None:
             raise self._etcd.unavailable(endpoint, f"listing not received within {timeout:g}s")
-        if reply.code == 404 and _error_code(reply.body)[0] == _KEY_NOT_FOUND:
+        if reply.code == http.NOT_FOUND and _error_code(reply.body)[0] == _ERRORCODE_KEY_NOT_FOUND:
             if reply.etcd_index is None:
                 raise self._etcd.unavailable(endpoint, "no X-Etcd-Index header")
             return Snapshot(index=reply.etcd_index, entries={})

@@ -27,24 +27,18 @@ from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 
-from ddiscover.registry.client import (
-    NETWORK_ERRORS,
+from ddiscover.registry.client import EtcdHTTP
+from ddiscover.registry.decoding import b64, decode_object, text_field, unb64
+from ddiscover.registry.errors import (
     BodyTooLargeError,
-    Change,
-    ChangeHandler,
-    EtcdHTTP,
     IndexCleared,
     MalformedError,
     RegistryError,
-    Snapshot,
-    b64,
-    decode_object,
-    describe,
     one_line,
-    text_field,
-    unb64,
 )
+from ddiscover.registry.failures import NETWORK_ERRORS, describe
 from ddiscover.registry.layout import Entry, normalise_prefix
+from ddiscover.registry.values import Change, ChangeHandler, Snapshot
 from ddiscover.text import clip
 
 _INT64 = re.compile(r"-?[0-9]{1,20}")

@@ -17,20 +17,13 @@ from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from ddiscover.catalog import Address, Backend, Catalog, Service
+from ddiscover.registry.access import Credentials
 from ddiscover.registry.api import registry_client
-from ddiscover.registry.client import (
-    Change,
-    Credentials,
-    EtcdHTTP,
-    HTTPClientLike,
-    IndexCleared,
-    RegistryClient,
-    RegistryError,
-    RegistryUnavailable,
-    Snapshot,
-)
+from ddiscover.registry.client import EtcdHTTP, HTTPClientLike
+from ddiscover.registry.errors import IndexCleared, RegistryError, RegistryUnavailable
 from ddiscover.registry.etcd3 import EtcdV3Client, parse_events, parse_range, prefix_range
 from ddiscover.registry.layout import Entry
+from ddiscover.registry.values import Change, RegistryClient, Snapshot
 from ddiscover.registry.watcher import RegistryWatcher, WatchState
 from tests.fake_etcd import FakeEtcdV2Resource
 from tests.fake_etcd3 import FakeEtcdV3Resource

@@ -15,16 +15,11 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import NOT_DONE_YET, Request
 
+from ddiscover.registry.access import Credentials
 from ddiscover.registry.api import detect_api
-from ddiscover.registry.client import (
-    Credentials,
-    EtcdHTTP,
-    HTTPClientLike,
-    MalformedError,
-    RegistryError,
-    RegistryUnavailable,
-    decode_object,
-)
+from ddiscover.registry.client import EtcdHTTP, HTTPClientLike
+from ddiscover.registry.decoding import decode_object
+from ddiscover.registry.errors import MalformedError, RegistryError, RegistryUnavailable
 from ddiscover.registry.etcd2 import EtcdV2Client, parse_listing
 from ddiscover.registry.etcd3 import EtcdV3Client, parse_events, parse_range
 from tests.fake_etcd import FakeEtcdV2Resource
