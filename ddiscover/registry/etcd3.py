@@ -5,30 +5,24 @@ Keys and values travel base64-encoded; 64-bit numbers come back as JSON strings
 ``/backends0``, so ``/backends-x`` is not in it.
 
 A watch is ``POST /v3/watch`` with the whole request in the body: etcd answers with a stream of
-``{"result": ...}`` objects, one per line, which :class:`_WatchStream` splits on newlines (not on
-HTTP chunks).  The only way to end a watch over HTTP/1.1 is to close the connection, which is what
-cancelling, a quiet stream (no message within the watch timeout), or a compaction all do.  A
-stream that ends (etcd stopping sends a final ``{"error": ...}``, without a newline on 3.4) is
-:class:`~ddiscover.registry.client.RegistryUnavailable`.
+``{"result": ...}`` objects, one per line, which
+:class:`~ddiscover.registry.watch_stream.WatchStream` splits on newlines (not on HTTP chunks).
+The only way to end a watch over HTTP/1.1 is to close the connection, which is what cancelling,
+a quiet stream (no message within the watch timeout), or a compaction all do.  A stream that
+ends (etcd stopping sends a final ``{"error": ...}``, without a newline on 3.4) is
+:class:`~ddiscover.registry.errors.RegistryUnavailable`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from hyperlink import URL
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
-from twisted.internet.protocol import Protocol as TwistedProtocol
-from twisted.internet.protocol import connectionDone
-from twisted.python.failure import Failure
-from twisted.web.client import ResponseDone
-from twisted.web.http import PotentialDataLoss
 
 from ddiscover.registry.client import EtcdHTTP
-from ddiscover.registry.decoding import b64, decode_object, text_field, unb64
+from ddiscover.registry.decoding import b64, text_field, unb64
 from ddiscover.registry.errors import (
     BodyTooLargeError,
     IndexCleared,
@@ -39,6 +33,7 @@ from ddiscover.registry.errors import (
 from ddiscover.registry.failures import NETWORK_ERRORS, describe
 from ddiscover.registry.layout import Entry, normalise_prefix
 from ddiscover.registry.values import Change, ChangeHandler, Snapshot
+from ddiscover.registry.watch_stream import MAX_WATCH_MESSAGE, StreamEndedError, WatchStream
 from ddiscover.text import clip
 
 _INT64 = re.compile(r"-?[0-9]{1,20}")
@@ -100,88 +95,6 @@ def parse_events(result: Mapping[str, Any]) -> list[Change]:
     return changes
 
 
-class _WatchStream(TwistedProtocol):
-    """Reads newline-separated JSON objects from a watch body and hands each to ``on_message``.
-
-    :attr:`done` fires with ``None`` when no data came for ``quiet`` seconds, and fails with
-    whatever ``on_message`` raises, or with why the stream ended; either way the connection is
-    aborted.  Cancelling :attr:`done` aborts it too.  A line longer than ``limit`` bytes is
-    :class:`BodyTooLargeError`.
-    """
-
-    def __init__(
-        self,
-        clock: IReactorTime,
-        quiet: float,
-        limit: int,
-        on_message: Callable[[dict[str, Any]], None],
-    ) -> None:
-        self.done: Deferred[None] = Deferred(lambda _: self._stop())
-        self._clock = clock
-        self._quiet = quiet
-        self._limit = limit
-        self._on_message = on_message
-        self._buffer = b""
-        self._timer: IDelayedCall | None = None
-
-    def connectionMade(self) -> None:
-        self._timer = self._clock.callLater(self._quiet, self._end, None)
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-
-    def _stop(self) -> None:
-        self._cancel_timer()
-        IPushProducer(self.transport).stopProducing()
-
-    def _end(self, failure: Failure | None) -> None:
-        """Fire :attr:`done` (once) and close the connection."""
-        if self.done.called:
-            return
-        if failure is None:
-            self.done.callback(None)
-        else:
-            self.done.errback(failure)
-        self._stop()
-
-    def _deliver(self, line: bytes) -> bool:
-        """Hand one line to ``on_message``; False once the stream has ended."""
-        if line.strip():
-            try:
-                self._on_message(decode_object(line))
-            except Exception:
-                self._end(Failure())
-        return not self.done.called
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.done.called:
-            return
-        if self._timer is not None:
-            self._timer.reset(self._quiet)
-        *lines, self._buffer = (self._buffer + data).split(b"\n")
-        for line in lines:
-            if not self._deliver(line):
-                return
-        if len(self._buffer) > self._limit:
-            self._end(Failure(BodyTooLargeError()))
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._cancel_timer()
-        # etcd 3.4 ends a failed stream with an error object and no newline.
-        if self.done.called or not self._deliver(self._buffer):
-            return
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self.done.errback(_StreamEndedError())
-        else:
-            self.done.errback(reason)
-
-
-class _StreamEndedError(Exception):
-    """etcd ended the watch stream without saying why."""
-
-
 class EtcdV3Client:
     """Reads the keys under one prefix from etcd's v3 gateway, through ``etcd``.
 
@@ -237,17 +150,16 @@ class EtcdV3Client:
         def on_message(message: dict[str, Any]) -> None:
             self._message(endpoint, index, message, on_changes)
 
-        stream = _WatchStream(
-            self._etcd.clock, self._watch_timeout, self._etcd.max_body, on_message
-        )
+        limit = min(self._etcd.max_body, MAX_WATCH_MESSAGE)
+        stream = WatchStream(self._etcd.clock, self._watch_timeout, limit, on_message)
         response.deliverBody(stream)
         try:
             await stream.done
         except BodyTooLargeError:
             raise self._etcd.unavailable(
-                endpoint, f"a watch message is over {self._etcd.max_body} bytes"
+                endpoint, f"a watch message is over {limit} bytes"
             ) from None
-        except _StreamEndedError:
+        except StreamEndedError:
             raise self._etcd.unavailable(endpoint, "watch stream ended") from None
         except MalformedError as e:
             raise self._etcd.unavailable(endpoint, f"bad watch message: {e}") from None
