@@ -347,32 +347,42 @@ class EtcdHTTP:
             return self.unavailable(endpoint, problem, code)
         return RegistryError(endpoint, problem, code)
 
-    async def send_v3(self, path: str, request: Mapping[str, Any]) -> tuple[URL, IResponse]:
-        """POST ``request`` to the v3 gateway (``path`` like ``kv/range``); see :meth:`send`."""
+    async def send_v3(self, path: str, *requests: Mapping[str, Any]) -> tuple[URL, IResponse]:
+        """POST ``requests`` to the v3 gateway (``path`` like ``kv/range``); see :meth:`send`.
+
+        Several requests go in one body, one JSON object per line, as the watch call takes
+        them (a ``create_request`` and a ``progress_request``).
+        """
         return await self.send(
             "POST",
             ("v3", *path.split("/")),
-            data=json.dumps(request).encode(),
+            data=b"\n".join(json.dumps(request).encode() for request in requests),
             headers=await self.v3_headers(),
         )
 
-    async def _v3_once(self, path: str, request: Mapping[str, Any]) -> tuple[URL, int, bytes]:
-        endpoint, response = await self.send_v3(path, request)
-        return endpoint, response.code, await self.body(endpoint, response)
+    async def open_v3(self, path: str, *requests: Mapping[str, Any]) -> tuple[URL, IResponse]:
+        """POST to the v3 gateway; the 200 response, its body not read yet.
+
+        Any other status is raised as :meth:`v3_failure`; an invalid token (code 16: it
+        expired) is fetched again and the call repeated once first.
+        """
+        for last in (False, True):
+            endpoint, response = await self.send_v3(path, *requests)
+            if response.code == 200:
+                break
+            body = await self.body(endpoint, response)
+            failure = self.v3_failure(endpoint, response.code, body, path)
+            if last or failure.code != GRPC_UNAUTHENTICATED:
+                raise failure
+        return endpoint, response
 
     async def v3(self, path: str, request: Mapping[str, Any]) -> dict[str, Any]:
         """POST one unary v3 gateway call (``path`` like ``kv/range``) and decode its reply.
 
         An invalid token (code 16: it expired) is fetched again and the call repeated once.
         """
-        endpoint, status, body = await self._v3_once(path, request)
-        if status != 200:
-            failure = self.v3_failure(endpoint, status, body, path)
-            if failure.code != GRPC_UNAUTHENTICATED:
-                raise failure
-            endpoint, status, body = await self._v3_once(path, request)
-        if status != 200:
-            raise self.v3_failure(endpoint, status, body, path)
+        endpoint, response = await self.open_v3(path, request)
+        body = await self.body(endpoint, response)
         try:
             return decode_object(body)
         except MalformedError as e:

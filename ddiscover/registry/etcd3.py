@@ -19,6 +19,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import attrs
 from hyperlink import URL
 
 from ddiscover.registry.client import EtcdHTTP
@@ -131,24 +132,31 @@ class EtcdV3Client:
     async def watch(self, index: int, on_changes: ChangeHandler) -> None:
         """Stream changes from revision ``index`` until the stream is quiet for the timeout.
 
+        The request asks for a progress report at once (``progress_request``), so a quiet
+        stream still learns how far the store has got: when it ends quiet, the watch reports
+        that revision, and the next one starts past it instead of replaying (and, once etcd
+        compacts, losing) the history of unrelated keys.  The report is held until the end
+        because etcd 3.4.23 (Debian's) answers ``progress_request`` *before* the catch-up
+        events of a watcher that is not synced yet (measured); trusting it at once would skip
+        those events if the stream were cut between the two.  etcd's own periodic progress
+        notifications (``progress_notify``, every 10 minutes by default) are reported as they
+        come.  An expired token is fetched again and the watch repeated once.
+
         Raises :class:`IndexCleared` when ``index`` was compacted away.
         """
-        request = {
-            "create_request": {
-                "key": b64(self._start),
-                "range_end": b64(self._end),
-                "start_revision": index,
-                "prev_kv": True,
-                "progress_notify": True,
-            }
+        create = {
+            "key": b64(self._start),
+            "range_end": b64(self._end),
+            "start_revision": index,
+            "progress_notify": True,
         }
-        endpoint, response = await self._etcd.send_v3("watch", request)
-        if response.code != 200:
-            error = await self._etcd.body(endpoint, response)
-            raise self._etcd.v3_failure(endpoint, response.code, error, "watch")
+        endpoint, response = await self._etcd.open_v3(
+            "watch", {"create_request": create}, {"progress_request": {}}
+        )
+        progress = _Progress(reached=index - 1)
 
         def on_message(message: dict[str, Any]) -> None:
-            self._message(endpoint, index, message, on_changes)
+            self._message(endpoint, index, message, on_changes, progress)
 
         limit = min(self._etcd.max_body, MAX_WATCH_MESSAGE)
         stream = WatchStream(self._etcd.clock, self._watch_timeout, limit, on_message)
@@ -165,9 +173,16 @@ class EtcdV3Client:
             raise self._etcd.unavailable(endpoint, f"bad watch message: {e}") from None
         except NETWORK_ERRORS as e:
             raise self._etcd.unavailable(endpoint, f"watch cut off: {describe(e)}") from None
+        if progress.vouched is not None and progress.vouched > progress.reached:
+            on_changes([], progress.vouched)
 
     def _message(
-        self, endpoint: URL, index: int, message: Mapping[str, Any], on_changes: ChangeHandler
+        self,
+        endpoint: URL,
+        index: int,
+        message: Mapping[str, Any],
+        on_changes: ChangeHandler,
+        progress: _Progress,
     ) -> None:
         """Act on one watch message; raising ends the stream with that error."""
         if "error" in message:
@@ -189,8 +204,27 @@ class EtcdV3Client:
         if result.get("created"):
             return
         changes = parse_events(result)
-        reached = max((c.index for c in changes), default=0)
-        if not changes and "header" in result:
+        if changes:
+            reached = max(c.index for c in changes)
+        elif "header" in result:
             reached = _int(_object(result, "header"), "revision")
+            if result.get("watch_id") in _PROGRESS_REPLY_IDS:
+                progress.vouched = reached
+                return
+        else:
+            return
         if changes or reached >= index:
+            progress.reached = max(progress.reached, reached)
             on_changes(changes, reached)
+
+
+_PROGRESS_REPLY_IDS = ("-1", -1)
+"""The ``watch_id`` of the reply to a ``progress_request`` (a periodic notification has none)."""
+
+
+@attrs.define
+class _Progress:
+    """How far one watch stream has reported, and the revision a progress reply vouched for."""
+
+    reached: int
+    vouched: int | None = None
