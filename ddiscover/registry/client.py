@@ -282,6 +282,12 @@ class EtcdHTTP:
         except NETWORK_ERRORS as e:
             raise self.unavailable(endpoint, f"response cut off: {describe(e)}") from None
 
+    def discard(self, response: IResponse) -> None:
+        """Abort the connection of a response whose body is not wanted."""
+        reader = BodyReader(0)
+        response.deliverBody(reader)
+        reader.done.addErrback(lambda _: None).cancel()
+
     async def call(
         self,
         method: str,
