@@ -6,8 +6,8 @@ failover between endpoints, bounded bodies, basic auth for v2 and token auth for
 :func:`build_http_client` makes the production treq client, with TLS client certificates when
 the endpoints are ``https://``.
 
-Every request is bounded twice on the injected clock: treq's ``timeout=`` until the response
-headers arrive, and ``Deferred.addTimeout`` on the body.  Bodies are read by
+Every request is bounded twice on the injected clock, both times by ``Deferred.addTimeout``:
+once until the response headers arrive, and once on the body.  Bodies are read by
 :class:`~ddiscover.registry.body.BodyReader`, which aborts the connection when the body is too
 slow, too big, or no longer wanted, so cancelling a call never leaves a socket or a timer
 behind.
@@ -22,7 +22,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from hyperlink import URL
 from twisted.internet.defer import CancelledError, Deferred
@@ -73,6 +73,8 @@ __all__ = [
 
 log = make_logger()
 
+_T = TypeVar("_T")
+
 GRPC_UNAUTHENTICATED = 16
 """The gRPC code of a v3 reply whose auth token is invalid (usually: it expired)."""
 
@@ -95,43 +97,24 @@ class HTTPClientLike(Protocol):
         """Start any request; ``data`` is a body, or a form when it is a mapping."""
 
 
-def _was_cancelled(failure: Failure) -> bool:
-    """Whether a request failed because it was cancelled, at whatever stage it was in."""
-    if failure.check(CancelledError, ConnectingCancelledError):
+def _cancelled(error: BaseException) -> bool:
+    """Whether a request failed because it was cancelled, at whatever stage it was in.
+
+    Cancelled while connecting, treq fails with ``ConnectingCancelledError``; while waiting
+    for the response, with ``ResponseNeverReceived([CancelledError])``.
+    """
+    if isinstance(error, CancelledError | ConnectingCancelledError):
         return True
-    error = failure.value
     return isinstance(error, ResponseFailed | RequestTransmissionFailed) and any(
         reason.check(CancelledError) for reason in error.reasons
     )
 
 
-def tell_timeout_from_cancel(requested: Deferred[Any]) -> Deferred[Any]:
-    """Wrap ``requested`` so treq's header timeout is told apart from the caller's cancel.
-
-    Both cancel the same Deferred.  Through the wrapper, the caller's cancel stays a
-    ``CancelledError`` and treq's becomes :class:`HeadersTimeoutError`.
-    """
-    by_caller = False
-
-    def cancel(_: Deferred[Any]) -> None:
-        nonlocal by_caller
-        by_caller = True
-        requested.cancel()
-
-    outer: Deferred[Any] = Deferred(cancel)
-
-    def settle(result: object) -> None:
-        if outer.called:
-            return
-        if by_caller:
-            outer.errback(CancelledError())
-        elif isinstance(result, Failure):
-            outer.errback(HeadersTimeoutError() if _was_cancelled(result) else result)
-        else:
-            outer.callback(result)
-
-    requested.addBoth(settle)
-    return outer
+def _headers_timeout(result: _T, timeout: float) -> _T:
+    """``addTimeout``'s ``onTimeoutCancel``: whatever the cancel became is a headers timeout."""
+    if isinstance(result, Failure) and _cancelled(result.value):
+        raise HeadersTimeoutError(timeout)
+    return result
 
 
 def etcd_index(response: IResponse) -> int | None:
@@ -234,22 +217,26 @@ class EtcdHTTP:
         """
         endpoint = self.endpoint
         url = endpoint.child(*path).replace(query=tuple(query)).to_uri().to_text()
+        # The headers timeout is ours, not treq's ``timeout=``: Deferred.addTimeout tells it
+        # apart from the caller's cancel (_headers_timeout runs only when the timer fired).
         requested = self.http.request(
             method,
             url,
             data=data,
             headers=basic_auth(self._credentials) if headers is None else headers,
-            timeout=self.request_timeout,
+            timeout=None,
             unbuffered=True,
             reactor=self.clock,
-        )
+        ).addTimeout(self.request_timeout, self.clock, onTimeoutCancel=_headers_timeout)
         try:
-            response: IResponse = await tell_timeout_from_cancel(requested)
+            response: IResponse = await requested
         except HeadersTimeoutError:
             raise self.unavailable(
                 endpoint, f"no response within {self.request_timeout:g}s"
             ) from None
-        except NETWORK_ERRORS as e:
+        except (*NETWORK_ERRORS, ConnectingCancelledError) as e:
+            if _cancelled(e):
+                raise CancelledError() from None  # by the caller: not the endpoint's fault
             raise self.unavailable(endpoint, describe(e)) from None
         return endpoint, response
 

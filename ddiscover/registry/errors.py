@@ -47,7 +47,7 @@ class BodyTooLargeError(Exception):
 
 
 class HeadersTimeoutError(Exception):
-    """treq cancelled the request because no response headers came within its timeout."""
+    """No response headers came within the request timeout, so the request was cancelled."""
 
 
 class TLSFileError(ValueError):
