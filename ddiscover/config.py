@@ -5,7 +5,7 @@ from __future__ import annotations
 import attrs
 from hyperlink import URL
 
-from ddiscover.registry.options import EtcdAccess
+from ddiscover.registry.access import EtcdAccess
 
 
 @attrs.frozen

@@ -145,6 +145,10 @@ class FakeEtcdV2Resource(Resource):
 
         self._canned.extend([reply] * times)
 
+    def answer_next(self, handler: Callable[[Request], bytes | int], times: int = 1) -> None:
+        """Let ``handler`` answer the next ``times`` requests, however it likes."""
+        self._canned.extend([handler] * times)
+
     def hang_next(self, times: int = 1) -> None:
         """Never answer the next ``times`` requests, not even with headers (a frozen etcd)."""
         self._canned.extend([lambda request: NOT_DONE_YET] * times)

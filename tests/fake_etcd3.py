@@ -207,6 +207,10 @@ class FakeEtcdV3Resource(Resource):
 
         self._canned.extend([reply] * times)
 
+    def answer_next(self, handler: Callable[[Request], bytes | int], times: int = 1) -> None:
+        """Let ``handler`` answer the next ``times`` requests, however it likes."""
+        self._canned.extend([handler] * times)
+
     def hang_next(self, times: int = 1) -> None:
         """Never answer the next ``times`` requests, not even with headers (a frozen etcd)."""
         self._canned.extend([lambda request: NOT_DONE_YET] * times)
@@ -256,7 +260,10 @@ class FakeEtcdV3Resource(Resource):
 
     def render_POST(self, request: Request) -> bytes | int:
         path = request.path.decode()
-        body = json.loads(cast(Any, request).content.read() or b"{}")
+        # A body may hold several requests, one JSON object per line (a watch's create and
+        # progress requests); ``requests`` records the first.
+        lines = [json.loads(line) for line in cast(Any, request).content.read().splitlines()]
+        body = lines[0] if lines else {}
         self.requests.append((path, body))
         if (request.getHeader(b"host") or b"").decode().split(":")[0] in self.down_hosts:
             request.setResponseCode(502)
@@ -280,7 +287,9 @@ class FakeEtcdV3Resource(Resource):
             "/v3/lease/revoke": self._revoke,
         }.get(path)
         if path == "/v3/watch":
-            return self._watch(request, body["create_request"])
+            return self._watch(
+                request, body["create_request"], {"progress_request": {}} in lines[1:]
+            )
         if handler is None:
             request.setResponseCode(404)
             return b"Not Found"
@@ -361,10 +370,13 @@ class FakeEtcdV3Resource(Resource):
         self.expire(lease)
         return {"header": self._header()}
 
-    def _watch(self, request: Request, create: dict[str, Any]) -> int:
+    def _watch(self, request: Request, create: dict[str, Any], progress: bool) -> int:
         start, end = _text(create.get("key")), _text(create.get("range_end"))
         revision = int(create.get("start_revision", 0)) or self.revision + 1
         request.write(self.message({"created": True}))
+        if progress:
+            # etcd 3.4.23 answers at once, even before the catch-up events (measured).
+            request.write(self.message({"watch_id": "-1"}))
         if revision < self.compacted:
             request.write(
                 json.dumps(

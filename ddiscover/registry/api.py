@@ -13,23 +13,17 @@ from hyperlink import URL
 from twisted.internet.interfaces import IReactorTime
 
 from ddiscover._log import make_logger
-from ddiscover.registry.client import (
-    ChangeHandler,
-    Credentials,
-    EtcdHTTP,
-    HTTPClientLike,
-    MalformedError,
-    RegistryClient,
-    RegistryUnavailable,
-    Snapshot,
-    decode_object,
-)
+from ddiscover.registry.access import APIS, Credentials
+from ddiscover.registry.client import EtcdHTTP, HTTPClientLike
+from ddiscover.registry.decoding import decode_object
+from ddiscover.registry.errors import MalformedError, RegistryUnavailable
 from ddiscover.registry.etcd2 import EtcdV2Client
 from ddiscover.registry.etcd3 import EtcdV3Client
+from ddiscover.registry.values import ChangeHandler, RegistryClient, Snapshot
 
 log = make_logger()
 
-APIS = ("auto", "v2", "v3")
+__all__ = ["APIS", "DetectingClient", "choose_api", "detect_api", "registry_client"]
 
 
 async def detect_api(etcd: EtcdHTTP) -> str:

@@ -1,74 +1,82 @@
-"""What every etcd client of ddiscover shares: the values, errors and HTTP plumbing.
+"""The request layer every etcd client of ddiscover shares: :class:`EtcdHTTP`.
 
 Both :class:`~ddiscover.registry.etcd2.EtcdV2Client` and
-:class:`~ddiscover.registry.etcd3.EtcdV3Client` satisfy :class:`RegistryClient`, so the watch
-loop (:mod:`ddiscover.registry.watcher`) keeps one catalog, one diff, one backoff and one "keep
-the last known catalog" rule for both APIs.  :class:`EtcdHTTP` is the request layer both
-clients and the registrar share: failover between endpoints, bounded bodies, basic auth for v2
-and token auth for v3.  :func:`build_http_client` makes the production treq client, with TLS
-client certificates when the endpoints are ``https://``.
+:class:`~ddiscover.registry.etcd3.EtcdV3Client` send through it, and so does the registrar:
+failover between endpoints, bounded bodies, basic auth for v2 and token auth for v3.
+:func:`build_http_client` makes the production treq client, with TLS client certificates when
+the endpoints are ``https://``.
 
-Every request is bounded twice on the injected clock: treq's ``timeout=`` until the response
-headers arrive, and our own timer on the body.  Bodies are read by :class:`BodyReader`, which
-aborts the connection when the body is too slow, too big, or no longer wanted, so cancelling a
-call never leaves a socket or a timer behind.
+Every request is bounded twice on the injected clock, both times by ``Deferred.addTimeout``:
+once until the response headers arrive, and once on the body.  Bodies are read by
+:class:`~ddiscover.registry.body.BodyReader`, which aborts the connection when the body is too
+slow, too big, or no longer wanted, so cancelling a call never leaves a socket or a timer
+behind.
+
+The values, errors and helpers the clients share live in their own modules (``values``,
+``errors``, ``failures``, ``body``, ``tls``, ``decoding``, ``access``); the names other
+packages import from here are re-exported below until those packages import them from there.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, TypeVar
 
-import attrs
 from hyperlink import URL
-from OpenSSL.crypto import FILETYPE_PEM
-from OpenSSL.crypto import Error as OpenSSLError
-from OpenSSL.SSL import Error as TLSError
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.defer import TimeoutError as DeferredTimeoutError
-from twisted.internet.error import ConnectError, ConnectingCancelledError, ConnectionClosed
-from twisted.internet.interfaces import IPushProducer, IReactorTCP, IReactorTime
-from twisted.internet.protocol import Protocol as TwistedProtocol
-from twisted.internet.protocol import connectionDone
-from twisted.internet.ssl import (
-    Certificate,
-    KeyPair,
-    PrivateCertificate,
-    optionsForClientTLS,
-)
+from twisted.internet.error import ConnectingCancelledError
+from twisted.internet.interfaces import IReactorTCP, IReactorTime
 from twisted.python.failure import Failure
 from twisted.web.client import (
     Agent,
-    BrowserLikePolicyForHTTPS,
     HTTPConnectionPool,
     RequestTransmissionFailed,
-    ResponseDone,
     ResponseFailed,
 )
-from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IPolicyForHTTPS, IResponse
-from zope.interface import implementer
+from twisted.web.iweb import IResponse
 
 from ddiscover._log import make_logger
-from ddiscover.registry.layout import Entry
+from ddiscover.registry.access import Credentials, TLSFiles
+from ddiscover.registry.body import BodyReader
+from ddiscover.registry.decoding import b64, body_text, decode_object, field, text_field
+from ddiscover.registry.errors import (
+    BodyTooLargeError,
+    HeadersTimeoutError,
+    IndexCleared,
+    MalformedError,
+    RegistryError,
+    RegistryUnavailable,
+)
+from ddiscover.registry.failures import NETWORK_ERRORS, describe
+from ddiscover.registry.tls import tls_policy
+from ddiscover.registry.values import Change, RegistryClient, Reply
+
+__all__ = [
+    "GRPC_UNAUTHENTICATED",
+    "Change",
+    "Credentials",
+    "EtcdHTTP",
+    "HTTPClientLike",
+    "IndexCleared",
+    "RegistryClient",
+    "RegistryError",
+    "RegistryUnavailable",
+    "TLSFiles",
+    "b64",
+    "build_http_client",
+    "etcd_index",
+]
 
 log = make_logger()
 
-DELETE_ACTIONS = frozenset({"delete", "expire", "compareAndDelete"})
-"""The v2 actions that take a key away."""
-_INVALID_AUTH_TOKEN = 16
+_T = TypeVar("_T")
 
-# What the network, not our code, can make a request fail with.
-NETWORK_ERRORS = (
-    ConnectError,
-    ConnectionClosed,
-    ResponseFailed,
-    RequestTransmissionFailed,
-    OSError,
-)
+GRPC_UNAUTHENTICATED = 16
+"""The gRPC code of a v3 reply whose auth token is invalid (usually: it expired)."""
 
 
 class HTTPClientLike(Protocol):
@@ -89,229 +97,24 @@ class HTTPClientLike(Protocol):
         """Start any request; ``data`` is a body, or a form when it is a mapping."""
 
 
-class RegistryError(Exception):
-    """etcd could not be read; ``str()`` is one line naming the endpoint and the problem.
+def _cancelled(error: BaseException) -> bool:
+    """Whether a request failed because it was cancelled, at whatever stage it was in.
 
-    ``code`` is etcd's error code when its reply had one (v2 ``errorCode``, v3 gRPC ``code``).
+    Cancelled while connecting, treq fails with ``ConnectingCancelledError``; while waiting
+    for the response, with ``ResponseNeverReceived([CancelledError])``.
     """
-
-    def __init__(self, endpoint: URL, problem: str, code: int | None = None) -> None:
-        super().__init__(endpoint, problem)
-        self.endpoint = endpoint
-        self.problem = problem
-        self.code = code
-
-    def __str__(self) -> str:
-        return f"etcd {self.endpoint.to_text()}: {self.problem}"
-
-
-class RegistryUnavailable(RegistryError):  # noqa: N818 (the name is the contract)
-    """The endpoint did not answer usefully (refused, timed out, 5xx, cut off, not JSON)."""
-
-
-class IndexCleared(RegistryError):  # noqa: N818 (the name is the contract)
-    """etcd no longer has the history asked for (v2 errorCode 401, v3 compaction): list again."""
-
-
-@attrs.frozen
-class Snapshot:
-    """Every leaf key under the prefix, and the etcd index (v3: revision) it was taken at."""
-
-    index: int
-    entries: Mapping[str, Entry]
-
-
-@attrs.frozen
-class Change:
-    """One change to one key; ``entry`` is the new value for set-like actions, else ``None``.
-
-    v2 actions are etcd's (``set``, ``expire``, ...); v3 ones are ``put`` and ``delete``.
-    """
-
-    action: str
-    key: str
-    is_dir: bool
-    entry: Entry | None
-    index: int
-
-    @property
-    def removes(self) -> bool:
-        """Whether the change took ``key`` away (delete, expire or compareAndDelete)."""
-        return self.action in DELETE_ACTIONS
-
-
-ChangeHandler = Callable[[Sequence[Change], int], None]
-"""Called with the changes of one etcd revision (possibly none: a progress notification) and
-the index the watch has now reached; the next watch starts one past it."""
-
-
-class RegistryClient(Protocol):
-    """What the watch loop needs from an etcd client, whatever its API."""
-
-    @property
-    def endpoint(self) -> URL:
-        """The endpoint in use."""
-
-    @property
-    def api(self) -> str:
-        """``"v2"`` or ``"v3"`` (``"auto"`` until detected), for the logs and the page."""
-
-    async def snapshot(self) -> Snapshot:
-        """List every key under the prefix."""
-
-    async def watch(self, index: int, on_changes: ChangeHandler) -> None:
-        """Report changes from ``index`` on until the stream goes quiet for the watch timeout.
-
-        Raises :class:`IndexCleared` when etcd no longer has ``index``, and
-        :class:`RegistryError` when the stream fails.
-        """
-
-
-class MalformedError(ValueError):
-    """A response body etcd would not send; the message says what was wrong."""
-
-
-class BodyTooLargeError(Exception):
-    """The body grew past the size cap, so the connection was aborted."""
-
-
-@attrs.frozen
-class Reply:
-    """A complete response: status, X-Etcd-Index (if any) and body."""
-
-    code: int
-    etcd_index: int | None
-    body: bytes
-
-
-class BodyReader(TwistedProtocol):
-    """Collects a response body up to ``limit`` bytes into :attr:`done`.
-
-    Cancelling :attr:`done` (directly, or through ``addTimeout``) aborts the connection, which
-    is the only way to stop a long-poll whose headers have already arrived.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.done: Deferred[bytes] = Deferred(self._abort)
-        self._limit = limit
-        self._size = 0
-        self._parts: list[bytes] = []
-
-    def _abort(self, _: Deferred[bytes]) -> None:
-        IPushProducer(self.transport).stopProducing()
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.done.called:
-            return
-        self._size += len(data)
-        if self._size > self._limit:
-            self.done.errback(BodyTooLargeError())
-            self._abort(self.done)
-            return
-        self._parts.append(data)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self.done.called:
-            return
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self.done.callback(b"".join(self._parts))
-        else:
-            self.done.errback(reason)
-
-
-def one_line(text: str) -> str:
-    """``text`` with every run of whitespace, newlines included, made one space."""
-    return " ".join(text.split())
-
-
-def _tls_reasons(error: TLSError) -> str:
-    """OpenSSL's reasons (``certificate verify failed``, ``tls alert bad certificate``)."""
-    queue = error.args[0] if error.args else None
-    if isinstance(queue, list):
-        reasons = [str(entry[-1]) for entry in queue if isinstance(entry, tuple) and entry]
-        if reasons:
-            return "; ".join(reasons)
-    return one_line(str(error)) or "no reason given"
-
-
-def describe(error: BaseException) -> str:
-    """A short description of a network failure, looking inside Twisted's wrapper exceptions.
-
-    A failed TLS handshake says so, with OpenSSL's reason: a server that wants a client
-    certificate answers ``tls alert bad certificate``, an untrusted server certificate is
-    ``certificate verify failed``.
-    """
-    if isinstance(error, ResponseFailed | RequestTransmissionFailed) and error.reasons:
-        tls = [r.value for r in error.reasons if isinstance(r.value, TLSError)]
-        if tls:
-            return f"TLS handshake failed: {_tls_reasons(tls[0])}"
-        inner = "; ".join(one_line(r.getErrorMessage()) or r.type.__name__ for r in error.reasons)
-        return f"{type(error).__name__}: {inner}"
-    if isinstance(error, TLSError):
-        return f"TLS handshake failed: {_tls_reasons(error)}"
-    return one_line(str(error)).rstrip(".") or type(error).__name__
-
-
-class HeadersTimeoutError(Exception):
-    """treq cancelled the request because no response headers came within its timeout."""
-
-
-def _was_cancelled(failure: Failure) -> bool:
-    """Whether a request failed because it was cancelled, at whatever stage it was in."""
-    if failure.check(CancelledError, ConnectingCancelledError):
+    if isinstance(error, CancelledError | ConnectingCancelledError):
         return True
-    error = failure.value
     return isinstance(error, ResponseFailed | RequestTransmissionFailed) and any(
         reason.check(CancelledError) for reason in error.reasons
     )
 
 
-def tell_timeout_from_cancel(requested: Deferred[Any]) -> Deferred[Any]:
-    """Wrap ``requested`` so treq's header timeout is told apart from the caller's cancel.
-
-    Both cancel the same Deferred.  Through the wrapper, the caller's cancel stays a
-    ``CancelledError`` and treq's becomes :class:`HeadersTimeoutError`.
-    """
-    by_caller = False
-
-    def cancel(_: Deferred[Any]) -> None:
-        nonlocal by_caller
-        by_caller = True
-        requested.cancel()
-
-    outer: Deferred[Any] = Deferred(cancel)
-
-    def settle(result: object) -> None:
-        if outer.called:
-            return
-        if by_caller:
-            outer.errback(CancelledError())
-        elif isinstance(result, Failure):
-            outer.errback(HeadersTimeoutError() if _was_cancelled(result) else result)
-        else:
-            outer.callback(result)
-
-    requested.addBoth(settle)
-    return outer
-
-
-def field(obj: Mapping[str, Any], name: str, kind: type) -> Any:
-    """``obj[name]``, which must be a ``kind`` (and not a bool posing as an int)."""
-    value = obj.get(name)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise MalformedError(f"field {name!r} is missing or not {kind.__name__}")
-    return value
-
-
-def decode_object(body: bytes) -> dict[str, Any]:
-    """Parse a JSON object, or raise :class:`MalformedError` saying why not."""
-    try:
-        decoded = json.loads(body)
-    except ValueError as e:
-        raise MalformedError(f"not JSON ({one_line(str(e))})") from None
-    if not isinstance(decoded, dict):
-        raise MalformedError("not a JSON object")
-    return decoded
+def _headers_timeout(result: _T, timeout: float) -> _T:
+    """``addTimeout``'s ``onTimeoutCancel``: whatever the cancel became is a headers timeout."""
+    if isinstance(result, Failure) and _cancelled(result.value):
+        raise HeadersTimeoutError(timeout)
+    return result
 
 
 def etcd_index(response: IResponse) -> int | None:
@@ -325,102 +128,12 @@ def etcd_index(response: IResponse) -> int | None:
         return None
 
 
-# -- configuration of the connection to etcd -----------------------------------------------
-
-
-@attrs.frozen
-class TLSFiles:
-    """PEM files for ``https://`` endpoints: the CA to trust, and our client certificate."""
-
-    cafile: str | None = None
-    certfile: str | None = None
-    keyfile: str | None = None
-
-
-@attrs.frozen
-class Credentials:
-    """An etcd user: basic auth on v2, a token from ``/v3/auth/authenticate`` on v3."""
-
-    user: str
-    password: str = attrs.field(repr=False)
-
-
 def basic_auth(credentials: Credentials | None) -> Headers:
     """The headers of a v2 request: HTTP basic auth when there are credentials."""
     if credentials is None:
         return Headers()
     pair = f"{credentials.user}:{credentials.password}".encode()
     return Headers({b"authorization": [b"Basic " + base64.b64encode(pair)]})
-
-
-@implementer(IPolicyForHTTPS)
-class _ClientCertificatePolicy:
-    """Verifies the server against ``trust_root`` and presents ``certificate`` to it."""
-
-    def __init__(self, trust_root: Certificate | None, certificate: PrivateCertificate) -> None:
-        self._trust_root = trust_root
-        self._certificate = certificate
-
-    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:  # noqa: N802 (Twisted's)
-        return optionsForClientTLS(
-            hostname.decode("ascii"),
-            trustRoot=self._trust_root,
-            clientCertificate=self._certificate,
-        )
-
-
-class TLSFileError(ValueError):
-    """A TLS file that cannot be used; ``which`` is the :class:`TLSFiles` field naming it."""
-
-    def __init__(self, which: str, path: str, problem: str) -> None:
-        super().__init__(which, path, problem)
-        self.which = which
-        self.path = path
-        self.problem = problem
-
-    def __str__(self) -> str:
-        return f"etcd {self.which} {self.path!r} {self.problem}"
-
-
-def _read(which: str, path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise TLSFileError(which, path, f"cannot be read: {e.strerror}") from None
-
-
-def _certificate(which: str, path: str) -> Certificate:
-    try:
-        return Certificate.loadPEM(_read(which, path))
-    except OpenSSLError:
-        raise TLSFileError(which, path, "holds no PEM certificate") from None
-
-
-def _load(files: TLSFiles) -> tuple[Certificate | None, PrivateCertificate | None]:
-    """The CA to trust and our certificate with its key, each checked on its own."""
-    trust = _certificate("cafile", files.cafile) if files.cafile else None
-    if not files.certfile:
-        return trust, None
-    certificate = _certificate("certfile", files.certfile)
-    which, path = ("keyfile", files.keyfile) if files.keyfile else ("certfile", files.certfile)
-    try:
-        key = KeyPair.load(_read(which, path), FILETYPE_PEM)
-    except OpenSSLError:
-        raise TLSFileError(which, path, "holds no PEM private key") from None
-    if not certificate.getPublicKey().matches(key):
-        raise TLSFileError(which, path, f"is not the key of {files.certfile!r}")
-    return trust, PrivateCertificate.fromCertificateAndKeyPair(certificate, key)
-
-
-def tls_policy(files: TLSFiles) -> IPolicyForHTTPS:
-    """The TLS policy for ``files``; raises :class:`TLSFileError` on an unusable file."""
-    trust, certificate = _load(files)
-    if certificate is not None:
-        return _ClientCertificatePolicy(trust, certificate)
-    if trust is None:
-        return BrowserLikePolicyForHTTPS()
-    return BrowserLikePolicyForHTTPS(trustRoot=trust)
 
 
 def build_http_client(
@@ -436,32 +149,14 @@ def build_http_client(
     return HTTPClient(agent), pool
 
 
-# -- the request layer shared by the clients and the registrar -----------------------------
-
-
-def b64(text: str) -> str:
-    """Base64 of the UTF-8 of ``text``, as the v3 gateway wants keys and values."""
-    return base64.b64encode(text.encode()).decode("ascii")
-
-
-def unb64(text: object) -> str:
-    """The text of a base64 field; bytes that are not UTF-8 become U+FFFD."""
-    if not isinstance(text, str):
-        raise MalformedError("a key or value is not a base64 string")
-    try:
-        return base64.b64decode(text, validate=True).decode("utf-8", "replace")
-    except ValueError:
-        raise MalformedError(f"{text[:40]!r} is not base64") from None
-
-
 def v3_error(body: bytes) -> tuple[int | None, str]:
     """The gRPC ``code`` and a one-line message of a v3 gateway error body (3.4 to 3.6)."""
     try:
         error = decode_object(body)
     except MalformedError:
-        return None, one_line(body[:200].decode("utf-8", "replace"))
+        return None, body_text(body)
     code = error.get("code")
-    return (code if isinstance(code, int) else None), one_line(str(error.get("message") or ""))
+    return (code if isinstance(code, int) else None), text_field(error, "message")
 
 
 class EtcdHTTP:
@@ -522,22 +217,26 @@ class EtcdHTTP:
         """
         endpoint = self.endpoint
         url = endpoint.child(*path).replace(query=tuple(query)).to_uri().to_text()
+        # The headers timeout is ours, not treq's ``timeout=``: Deferred.addTimeout tells it
+        # apart from the caller's cancel (_headers_timeout runs only when the timer fired).
         requested = self.http.request(
             method,
             url,
             data=data,
             headers=basic_auth(self._credentials) if headers is None else headers,
-            timeout=self.request_timeout,
+            timeout=None,
             unbuffered=True,
             reactor=self.clock,
-        )
+        ).addTimeout(self.request_timeout, self.clock, onTimeoutCancel=_headers_timeout)
         try:
-            response: IResponse = await tell_timeout_from_cancel(requested)
+            response: IResponse = await requested
         except HeadersTimeoutError:
             raise self.unavailable(
                 endpoint, f"no response within {self.request_timeout:g}s"
             ) from None
-        except NETWORK_ERRORS as e:
+        except (*NETWORK_ERRORS, ConnectingCancelledError) as e:
+            if _cancelled(e):
+                raise CancelledError() from None  # by the caller: not the endpoint's fault
             raise self.unavailable(endpoint, describe(e)) from None
         return endpoint, response
 
@@ -569,6 +268,12 @@ class EtcdHTTP:
             ) from None
         except NETWORK_ERRORS as e:
             raise self.unavailable(endpoint, f"response cut off: {describe(e)}") from None
+
+    def discard(self, response: IResponse) -> None:
+        """Abort the connection of a response whose body is not wanted."""
+        reader = BodyReader(0)
+        response.deliverBody(reader)
+        reader.done.addErrback(lambda _: None).cancel()
 
     async def call(
         self,
@@ -629,38 +334,48 @@ class EtcdHTTP:
         problem = f"{doing}: HTTP {status}" + (f" code {code}" if code is not None else "")
         if text:
             problem += f": {text}"
-        if code == _INVALID_AUTH_TOKEN:
+        if code == GRPC_UNAUTHENTICATED:
             self.forget_token()
         if status >= 500:
             return self.unavailable(endpoint, problem, code)
         return RegistryError(endpoint, problem, code)
 
-    async def send_v3(self, path: str, request: Mapping[str, Any]) -> tuple[URL, IResponse]:
-        """POST ``request`` to the v3 gateway (``path`` like ``kv/range``); see :meth:`send`."""
+    async def send_v3(self, path: str, *requests: Mapping[str, Any]) -> tuple[URL, IResponse]:
+        """POST ``requests`` to the v3 gateway (``path`` like ``kv/range``); see :meth:`send`.
+
+        Several requests go in one body, one JSON object per line, as the watch call takes
+        them (a ``create_request`` and a ``progress_request``).
+        """
         return await self.send(
             "POST",
             ("v3", *path.split("/")),
-            data=json.dumps(request).encode(),
+            data=b"\n".join(json.dumps(request).encode() for request in requests),
             headers=await self.v3_headers(),
         )
 
-    async def _v3_once(self, path: str, request: Mapping[str, Any]) -> tuple[URL, int, bytes]:
-        endpoint, response = await self.send_v3(path, request)
-        return endpoint, response.code, await self.body(endpoint, response)
+    async def open_v3(self, path: str, *requests: Mapping[str, Any]) -> tuple[URL, IResponse]:
+        """POST to the v3 gateway; the 200 response, its body not read yet.
+
+        Any other status is raised as :meth:`v3_failure`; an invalid token (code 16: it
+        expired) is fetched again and the call repeated once first.
+        """
+        for last in (False, True):
+            endpoint, response = await self.send_v3(path, *requests)
+            if response.code == 200:
+                break
+            body = await self.body(endpoint, response)
+            failure = self.v3_failure(endpoint, response.code, body, path)
+            if last or failure.code != GRPC_UNAUTHENTICATED:
+                raise failure
+        return endpoint, response
 
     async def v3(self, path: str, request: Mapping[str, Any]) -> dict[str, Any]:
         """POST one unary v3 gateway call (``path`` like ``kv/range``) and decode its reply.
 
         An invalid token (code 16: it expired) is fetched again and the call repeated once.
         """
-        endpoint, status, body = await self._v3_once(path, request)
-        if status != 200:
-            failure = self.v3_failure(endpoint, status, body, path)
-            if failure.code != _INVALID_AUTH_TOKEN:
-                raise failure
-            endpoint, status, body = await self._v3_once(path, request)
-        if status != 200:
-            raise self.v3_failure(endpoint, status, body, path)
+        endpoint, response = await self.open_v3(path, request)
+        body = await self.body(endpoint, response)
         try:
             return decode_object(body)
         except MalformedError as e:

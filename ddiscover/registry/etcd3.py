@@ -5,43 +5,39 @@ Keys and values travel base64-encoded; 64-bit numbers come back as JSON strings
 ``/backends0``, so ``/backends-x`` is not in it.
 
 A watch is ``POST /v3/watch`` with the whole request in the body: etcd answers with a stream of
-``{"result": ...}`` objects, one per line, which :class:`_WatchStream` splits on newlines (not on
-HTTP chunks).  The only way to end a watch over HTTP/1.1 is to close the connection, which is what
-cancelling, a quiet stream (no message within the watch timeout), or a compaction all do.  A
-stream that ends (etcd stopping sends a final ``{"error": ...}``, without a newline on 3.4) is
-:class:`~ddiscover.registry.client.RegistryUnavailable`.
+``{"result": ...}`` objects, one per line, which
+:class:`~ddiscover.registry.watch_stream.WatchStream` splits on newlines (not on HTTP chunks).
+The only way to end a watch over HTTP/1.1 is to close the connection, which is what cancelling,
+a quiet stream (no message within the watch timeout), or a compaction all do.  A stream that
+ends (etcd stopping sends a final ``{"error": ...}``, without a newline on 3.4) is
+:class:`~ddiscover.registry.errors.RegistryUnavailable`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Mapping
 from typing import Any
 
+import attrs
 from hyperlink import URL
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
-from twisted.internet.protocol import Protocol as TwistedProtocol
-from twisted.internet.protocol import connectionDone
-from twisted.python.failure import Failure
-from twisted.web.client import ResponseDone
-from twisted.web.http import PotentialDataLoss
 
-from ddiscover.registry.client import (
-    NETWORK_ERRORS,
+from ddiscover.registry.client import EtcdHTTP
+from ddiscover.registry.decoding import b64, text_field, unb64
+from ddiscover.registry.errors import (
     BodyTooLargeError,
-    Change,
-    ChangeHandler,
-    EtcdHTTP,
     IndexCleared,
     MalformedError,
     RegistryError,
-    Snapshot,
-    b64,
-    decode_object,
-    describe,
-    unb64,
+    one_line,
 )
+from ddiscover.registry.failures import NETWORK_ERRORS, describe
 from ddiscover.registry.layout import Entry, normalise_prefix
+from ddiscover.registry.values import Change, ChangeHandler, Snapshot
+from ddiscover.registry.watch_stream import MAX_WATCH_MESSAGE, StreamEndedError, WatchStream
+from ddiscover.text import clip
+
+_INT64 = re.compile(r"-?[0-9]{1,20}")
 
 
 def prefix_range(prefix: str) -> tuple[str, str]:
@@ -55,7 +51,8 @@ def _int(obj: Mapping[str, Any], name: str, default: int | None = None) -> int:
     value = obj.get(name)
     if value is None and default is not None:
         return default
-    if isinstance(value, str) and value.lstrip("-").isdigit():
+    # isdigit() would let "²" through, which int() refuses; 20 digits hold any int64.
+    if isinstance(value, str) and _INT64.fullmatch(value):
         return int(value)
     if isinstance(value, int) and not isinstance(value, bool):
         return value
@@ -99,88 +96,6 @@ def parse_events(result: Mapping[str, Any]) -> list[Change]:
     return changes
 
 
-class _WatchStream(TwistedProtocol):
-    """Reads newline-separated JSON objects from a watch body and hands each to ``on_message``.
-
-    :attr:`done` fires with ``None`` when no data came for ``quiet`` seconds, and fails with
-    whatever ``on_message`` raises, or with why the stream ended; either way the connection is
-    aborted.  Cancelling :attr:`done` aborts it too.  A line longer than ``limit`` bytes is
-    :class:`BodyTooLargeError`.
-    """
-
-    def __init__(
-        self,
-        clock: IReactorTime,
-        quiet: float,
-        limit: int,
-        on_message: Callable[[dict[str, Any]], None],
-    ) -> None:
-        self.done: Deferred[None] = Deferred(lambda _: self._stop())
-        self._clock = clock
-        self._quiet = quiet
-        self._limit = limit
-        self._on_message = on_message
-        self._buffer = b""
-        self._timer: IDelayedCall | None = None
-
-    def connectionMade(self) -> None:
-        self._timer = self._clock.callLater(self._quiet, self._end, None)
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-
-    def _stop(self) -> None:
-        self._cancel_timer()
-        IPushProducer(self.transport).stopProducing()
-
-    def _end(self, failure: Failure | None) -> None:
-        """Fire :attr:`done` (once) and close the connection."""
-        if self.done.called:
-            return
-        if failure is None:
-            self.done.callback(None)
-        else:
-            self.done.errback(failure)
-        self._stop()
-
-    def _deliver(self, line: bytes) -> bool:
-        """Hand one line to ``on_message``; False once the stream has ended."""
-        if line.strip():
-            try:
-                self._on_message(decode_object(line))
-            except Exception:
-                self._end(Failure())
-        return not self.done.called
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.done.called:
-            return
-        if self._timer is not None:
-            self._timer.reset(self._quiet)
-        *lines, self._buffer = (self._buffer + data).split(b"\n")
-        for line in lines:
-            if not self._deliver(line):
-                return
-        if len(self._buffer) > self._limit:
-            self._end(Failure(BodyTooLargeError()))
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._cancel_timer()
-        # etcd 3.4 ends a failed stream with an error object and no newline.
-        if self.done.called or not self._deliver(self._buffer):
-            return
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self.done.errback(_StreamEndedError())
-        else:
-            self.done.errback(reason)
-
-
-class _StreamEndedError(Exception):
-    """etcd ended the watch stream without saying why."""
-
-
 class EtcdV3Client:
     """Reads the keys under one prefix from etcd's v3 gateway, through ``etcd``.
 
@@ -217,49 +132,64 @@ class EtcdV3Client:
     async def watch(self, index: int, on_changes: ChangeHandler) -> None:
         """Stream changes from revision ``index`` until the stream is quiet for the timeout.
 
+        The request asks for a progress report at once (``progress_request``), so a quiet
+        stream still learns how far the store has got: when it ends quiet, the watch reports
+        that revision, and the next one starts past it instead of replaying (and, once etcd
+        compacts, losing) the history of unrelated keys.  The report is held until the end
+        because etcd 3.4.23 (Debian's) answers ``progress_request`` *before* the catch-up
+        events of a watcher that is not synced yet (measured); trusting it at once would skip
+        those events if the stream were cut between the two.  etcd's own periodic progress
+        notifications (``progress_notify``, every 10 minutes by default) are reported as they
+        come.  An expired token is fetched again and the watch repeated once.
+
         Raises :class:`IndexCleared` when ``index`` was compacted away.
         """
-        request = {
-            "create_request": {
-                "key": b64(self._start),
-                "range_end": b64(self._end),
-                "start_revision": index,
-                "prev_kv": True,
-                "progress_notify": True,
-            }
+        create = {
+            "key": b64(self._start),
+            "range_end": b64(self._end),
+            "start_revision": index,
+            "progress_notify": True,
         }
-        endpoint, response = await self._etcd.send_v3("watch", request)
-        if response.code != 200:
-            error = await self._etcd.body(endpoint, response)
-            raise self._etcd.v3_failure(endpoint, response.code, error, "watch")
+        endpoint, response = await self._etcd.open_v3(
+            "watch", {"create_request": create}, {"progress_request": {}}
+        )
+        progress = _Progress(reached=index - 1)
 
         def on_message(message: dict[str, Any]) -> None:
-            self._message(endpoint, index, message, on_changes)
+            self._message(endpoint, index, message, on_changes, progress)
 
-        stream = _WatchStream(
-            self._etcd.clock, self._watch_timeout, self._etcd.max_body, on_message
-        )
+        limit = min(self._etcd.max_body, MAX_WATCH_MESSAGE)
+        stream = WatchStream(self._etcd.clock, self._watch_timeout, limit, on_message)
         response.deliverBody(stream)
         try:
             await stream.done
         except BodyTooLargeError:
             raise self._etcd.unavailable(
-                endpoint, f"a watch message is over {self._etcd.max_body} bytes"
+                endpoint, f"a watch message is over {limit} bytes"
             ) from None
-        except _StreamEndedError:
+        except StreamEndedError:
             raise self._etcd.unavailable(endpoint, "watch stream ended") from None
         except MalformedError as e:
             raise self._etcd.unavailable(endpoint, f"bad watch message: {e}") from None
         except NETWORK_ERRORS as e:
             raise self._etcd.unavailable(endpoint, f"watch cut off: {describe(e)}") from None
+        if progress.vouched is not None and progress.vouched > progress.reached:
+            on_changes([], progress.vouched)
 
     def _message(
-        self, endpoint: URL, index: int, message: Mapping[str, Any], on_changes: ChangeHandler
+        self,
+        endpoint: URL,
+        index: int,
+        message: Mapping[str, Any],
+        on_changes: ChangeHandler,
+        progress: _Progress,
     ) -> None:
         """Act on one watch message; raising ends the stream with that error."""
         if "error" in message:
             error = message["error"]
-            text = error.get("message") if isinstance(error, dict) else error
+            text = text_field(error, "message") if isinstance(error, dict) else ""
+            if not text:
+                text = clip(one_line(error)) if isinstance(error, str) else "no reason given"
             raise self._etcd.unavailable(endpoint, f"watch ended: {text}")
         result = _object(message, "result")
         if result.get("canceled"):
@@ -269,12 +199,32 @@ class EtcdV3Client:
                     endpoint, f"revision {index} is compacted (oldest kept: {oldest})"
                 )
             self._etcd.forget_token()
-            raise RegistryError(endpoint, f"watch canceled: {result.get('cancel_reason', '')}")
+            reason = text_field(result, "cancel_reason")
+            raise RegistryError(endpoint, f"watch canceled: {reason}")
         if result.get("created"):
             return
         changes = parse_events(result)
-        reached = max((c.index for c in changes), default=0)
-        if not changes and "header" in result:
+        if changes:
+            reached = max(c.index for c in changes)
+        elif "header" in result:
             reached = _int(_object(result, "header"), "revision")
+            if result.get("watch_id") in _PROGRESS_REPLY_IDS:
+                progress.vouched = reached
+                return
+        else:
+            return
         if changes or reached >= index:
+            progress.reached = max(progress.reached, reached)
             on_changes(changes, reached)
+
+
+_PROGRESS_REPLY_IDS = ("-1", -1)
+"""The ``watch_id`` of the reply to a ``progress_request`` (a periodic notification has none)."""
+
+
+@attrs.define
+class _Progress:
+    """How far one watch stream has reported, and the revision a progress reply vouched for."""
+
+    reached: int
+    vouched: int | None = None

@@ -26,7 +26,7 @@ from typing import Any
 import attrs
 
 from ddiscover.catalog import Backend, Catalog, Rejection, Service
-from ddiscover.registry.values import (
+from ddiscover.registry.key_values import (
     MAX_PORTS_PER_SERVICE,
     BadValueError,
     parse_address,

@@ -11,13 +11,23 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import attrs
 from hyperlink import URL
 from twisted.python import usage
 
 from ddiscover._log import LEVELS
-from ddiscover.registry.api import APIS
-from ddiscover.registry.client import Credentials, TLSFileError, TLSFiles, tls_policy
+from ddiscover.registry.access import APIS, Credentials, EtcdAccess, TLSFiles
+from ddiscover.registry.errors import TLSFileError
+from ddiscover.registry.tls import tls_policy
+
+__all__ = [
+    "ETCD_OPTIONS",
+    "LOG_LEVEL_OPTION",
+    "EtcdAccess",
+    "check_log_level",
+    "parse_access",
+    "parse_endpoints",
+    "parse_etcd",
+]
 
 _AUTHORITY = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(?P<port>[0-9]{1,5})/?$")
 
@@ -85,15 +95,6 @@ def check_log_level(options: Mapping[str, Any]) -> None:
         raise usage.UsageError(
             f"--log-level must be one of {', '.join(LEVELS)}, got {options['log-level']!r}"
         )
-
-
-@attrs.frozen
-class EtcdAccess:
-    """How to reach etcd, beyond its URLs: which API, which TLS files, which user."""
-
-    api: str = "auto"
-    tls: TLSFiles = attrs.field(factory=TLSFiles)
-    credentials: Credentials | None = None
 
 
 def _password(options: Mapping[str, Any], environ: Mapping[str, str]) -> str | None:

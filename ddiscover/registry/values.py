@@ -1,102 +1,81 @@
-"""Values of docker-register's keys: a service's listen ports and a backend's addresses.
+"""What a registry client reports, whatever its API: snapshots, changes, and the client protocol.
 
-Each parser takes the text of one value and returns what it means, or raises
-:class:`BadValueError` whose ``str()`` is a one-line reason quoting the value cut to a couple
-of hundred characters.
+These are plain values and one :class:`typing.Protocol`, so the watch loop, the stats and the
+tests can use them without importing the HTTP or TLS stack.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
 
-from ddiscover.catalog import Address
-from ddiscover.text import clip
+import attrs
+from hyperlink import URL
 
-#: Ports one service may listen on; a port key listing more is rejected, so one key cannot
-#: exhaust the descriptors every other service needs.
-MAX_PORTS_PER_SERVICE = 64
+from ddiscover.registry.layout import Entry
 
-_DIGITS = re.compile(r"[0-9]+")
-_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
-_NUMERIC_HOST = re.compile(r"[0-9.]+")
+DELETE_ACTIONS = frozenset({"delete", "expire", "compareAndDelete"})
+"""The v2 actions that take a key away."""
 
 
-class BadValueError(ValueError):
-    """A value that is not what its key needs; ``str()`` is the one-line reason."""
+@attrs.frozen
+class Snapshot:
+    """Every leaf key under the prefix, and the etcd index (v3: revision) it was taken at."""
+
+    index: int
+    entries: Mapping[str, Entry]
 
 
-def parse_port(text: str) -> int:
-    """Read a TCP port (1-65535) from ``text``, ignoring surrounding whitespace."""
-    stripped = text.strip()
-    if not _DIGITS.fullmatch(stripped):
-        raise BadValueError(f"port {clip(text)!r} is not a number")
-    if len(stripped) > 5 or not 1 <= int(stripped) <= 65535:
-        raise BadValueError(f"port {clip(text)!r} is outside 1-65535")
-    return int(stripped)
+@attrs.frozen
+class Change:
+    """One change to one key; ``entry`` is the new value for set-like actions, else ``None``.
 
-
-def _check_host(host: str) -> str:
-    """A dotted-quad must be a real IPv4 address; anything else must be a hostname."""
-    if _NUMERIC_HOST.fullmatch(host):
-        try:
-            return str(ipaddress.IPv4Address(host))
-        except ValueError:
-            raise BadValueError(f"{clip(host)!r} is not an IPv4 address") from None
-    if len(host) > 253 or not all(_LABEL.fullmatch(label) for label in host.split(".")):
-        raise BadValueError(f"{clip(host)!r} is not a hostname or IP address")
-    return host
-
-
-def parse_ports(text: str) -> tuple[int, ...]:
-    """Read the listen port of a service, or its listen ports separated by commas (``80,443``)."""
-    parts = text.split(",")
-    if len(parts) > MAX_PORTS_PER_SERVICE:
-        raise BadValueError(
-            f"ports {clip(text)!r} list {len(parts)} ports, more than {MAX_PORTS_PER_SERVICE}"
-        )
-    if len(parts) == 1:
-        return (parse_port(text),)
-    try:
-        ports = tuple(parse_port(part) for part in parts)
-    except BadValueError as e:
-        raise BadValueError(f"ports {clip(text)!r}: {e}") from None
-    twice = sorted({port for port in ports if ports.count(port) > 1})
-    if twice:
-        raise BadValueError(f"ports {clip(text)!r} list {twice[0]} twice")
-    return ports
-
-
-def _parse_host(host: str) -> str:
-    if host.startswith("[") and host.endswith("]"):
-        try:
-            return str(ipaddress.IPv6Address(host[1:-1]))
-        except ValueError:
-            raise BadValueError(f"{clip(host)!r} is not an IPv6 address") from None
-    if ":" in host:
-        raise BadValueError("an IPv6 address needs brackets")
-    return _check_host(host)
-
-
-def parse_addresses(text: str) -> tuple[Address, ...]:
-    """Read a backend's ``host:port``, or ``host:port,port,...`` for a service of several ports.
-
-    Host is an IPv4 address, a hostname or ``[IPv6]``; surrounding whitespace is ignored.
+    v2 actions are etcd's (``set``, ``expire``, ...); v3 ones are ``put`` and ``delete``.
     """
-    host, sep, port_text = text.strip().rpartition(":")
-    try:
-        if not sep:
-            raise BadValueError("no ':port'")
-        host = _parse_host(host)
-        ports = [parse_port(part) for part in port_text.split(",")]
-    except BadValueError as e:
-        raise BadValueError(f"value {clip(text)!r} is not host:port: {e}") from None
-    return tuple(Address(host, port) for port in ports)
+
+    action: str
+    key: str
+    is_dir: bool
+    entry: Entry | None
+    index: int
+
+    @property
+    def removes(self) -> bool:
+        """Whether the change took ``key`` away (delete, expire or compareAndDelete)."""
+        return self.action in DELETE_ACTIONS
 
 
-def parse_address(text: str) -> Address:
-    """Read one ``host:port`` (IPv4, hostname or ``[IPv6]:port``), ignoring whitespace."""
-    first, *more = parse_addresses(text)
-    if more:
-        raise BadValueError(f"value {clip(text)!r} is not host:port: it has {1 + len(more)} ports")
-    return first
+ChangeHandler = Callable[[Sequence[Change], int], None]
+"""Called with the changes of one etcd revision (possibly none: a progress notification) and
+the index the watch has now reached; the next watch starts one past it."""
+
+
+class RegistryClient(Protocol):
+    """What the watch loop needs from an etcd client, whatever its API."""
+
+    @property
+    def endpoint(self) -> URL:
+        """The endpoint in use."""
+
+    @property
+    def api(self) -> str:
+        """``"v2"`` or ``"v3"`` (``"auto"`` until detected), for the logs and the page."""
+
+    async def snapshot(self) -> Snapshot:
+        """List every key under the prefix."""
+
+    async def watch(self, index: int, on_changes: ChangeHandler) -> None:
+        """Report changes from ``index`` on until the stream goes quiet for the watch timeout.
+
+        Raises :class:`~ddiscover.registry.errors.IndexCleared` when etcd no longer has
+        ``index``, and :class:`~ddiscover.registry.errors.RegistryError` when the stream fails.
+        """
+
+
+@attrs.frozen
+class Reply:
+    """A complete response: status, X-Etcd-Index (if any) and body."""
+
+    code: int
+    etcd_index: int | None
+    body: bytes

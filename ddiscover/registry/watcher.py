@@ -30,9 +30,10 @@ from twisted.python.failure import Failure
 
 from ddiscover._log import make_logger
 from ddiscover.catalog import Catalog
-from ddiscover.registry.client import Change, IndexCleared, RegistryClient, RegistryError
+from ddiscover.registry.errors import IndexCleared, RegistryError
 from ddiscover.registry.layout import Entry, Layout, normalise_prefix
 from ddiscover.registry.rejections import RejectionLog
+from ddiscover.registry.values import Change, RegistryClient
 from ddiscover.text import clip
 
 log = make_logger()

@@ -292,6 +292,57 @@ class WaitTests(ClientTestCase):
         self.assertEqual(self.etcd.aborted, 1)
         self.assert_clean()
 
+    def test_quiet_prefix_on_busy_cluster(self) -> None:
+        """Waits that time out advance to X-Etcd-Index: no re-list however busy the cluster.
+
+        Each round, 600 writes outside the prefix come during the wait: after two rounds the
+        old index has left etcd's 1,000-event history, and waiting from it again would be
+        errorCode 401 and a full re-list.  (X-Etcd-Index is the index the wait was registered
+        at, so over 1,000 writes within one wait still clear it: nothing in the v2 API says
+        more.)
+        """
+        self.etcd.set("/backends/web/port", "80")
+        start = self.successResultOf(run(self.client.snapshot())).index + 1
+        reported: list[int] = []
+        for _ in range(5):
+            before = self.etcd.index
+            d = run(self.client.watch(start, lambda changes, index: reported.append(index)))
+            for n in range(600):
+                self.etcd.set(f"/other/k{n % 10}", str(n))
+            self.clock.advance(60)
+            self.assertIsNone(self.successResultOf(d))
+            if before >= start:  # the first wait starts at the listing's index: nothing new
+                self.assertEqual(reported.pop(), before)
+                start = before + 1
+            self.assertEqual(reported, [])
+        self.etcd.set("/backends/web/a", "10.0.0.1:80")
+        changes: list[Change] = []
+        d = run(self.client.watch(start, lambda batch, index: changes.extend(batch)))
+        self.successResultOf(d)
+        self.assertEqual([c.key for c in changes], ["/backends/web/a"])
+        listings = [r for r in self.etcd.requests if "wait=true" not in r]
+        self.assertEqual(len(listings), 1)
+        self.assert_clean()
+
+    def test_quiet_wait_reports_nothing_new(self) -> None:
+        """A wait that ends quiet at the index it started from reports nothing."""
+        reported: list[int] = []
+        d = run(self.client.watch(4, lambda changes, index: reported.append(index)))
+        self.etcd.end_waits_empty()
+        self.stub.flush()
+        self.successResultOf(d)
+        self.assertEqual(reported, [])
+
+    def test_index_went_back(self) -> None:
+        """An X-Etcd-Index below one already seen (etcd restored) forces a resync."""
+        for n in range(20):
+            self.etcd.set("/other/x", str(n))
+        self.etcd.wipe()
+        d = run(self.client.watch(20, lambda changes, index: None))
+        failure = self.failureResultOf(d, IndexCleared)
+        self.assertIn("the etcd index went back to 3 from at least 19", failure.value.problem)
+        self.assert_clean()
+
     def test_empty_body(self) -> None:
         """A wait etcd ends with an empty body returns None."""
         d = run(self.client.wait(4))

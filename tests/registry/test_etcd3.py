@@ -15,22 +15,16 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.server import NOT_DONE_YET
 
 from ddiscover.catalog import Address, Backend, Catalog, Service
+from ddiscover.registry.access import Credentials
 from ddiscover.registry.api import registry_client
-from ddiscover.registry.client import (
-    Change,
-    Credentials,
-    EtcdHTTP,
-    HTTPClientLike,
-    IndexCleared,
-    RegistryClient,
-    RegistryError,
-    RegistryUnavailable,
-    Snapshot,
-)
+from ddiscover.registry.client import EtcdHTTP, HTTPClientLike
+from ddiscover.registry.errors import IndexCleared, RegistryError, RegistryUnavailable
 from ddiscover.registry.etcd3 import EtcdV3Client, parse_events, parse_range, prefix_range
 from ddiscover.registry.layout import Entry
+from ddiscover.registry.values import Change, RegistryClient, Snapshot
 from ddiscover.registry.watcher import RegistryWatcher, WatchState
 from tests.fake_etcd import FakeEtcdV2Resource
 from tests.fake_etcd3 import FakeEtcdV3Resource
@@ -267,23 +261,34 @@ class AuthTests(V3TestCase):
         self.assertTrue(failure.value.problem.startswith("authenticating: HTTP 400 code 3: "))
 
     def test_watch_refreshes(self) -> None:
-        """A watch refused for an expired token forgets it; the next call authenticates."""
+        """A watch refused for an expired token gets a fresh one and is repeated once."""
         self.successResultOf(run(self.client.snapshot()))
         self.etcd.expire_tokens()
-        failure = self.failureResultOf(run(self.client.watch(2, Batches())), RegistryError)
-        self.assertIn("code 16", failure.value.problem)
-        d = run(self.client.watch(2, Batches()))
-        self.assertEqual(self.paths()[-2:], ["/v3/auth/authenticate", "/v3/watch"])
+        batches = Batches()
+        d = run(self.client.watch(2, batches))
+        self.assertEqual(self.paths()[-3:], ["/v3/watch", "/v3/auth/authenticate", "/v3/watch"])
+        self.etcd.put("/backends/web/a", "10.0.0.1:80")
+        self.stub.flush()
+        self.assertEqual([index for _, index in batches.seen], [2])
         d.cancel()
         self.failureResultOf(d, CancelledError)
         self.assert_clean()
+
+    def test_watch_refused_twice(self) -> None:
+        """A watch whose fresh token is refused too fails with etcd's code, without looping."""
+        self.successResultOf(run(self.client.snapshot()))
+        self.etcd.fail_next(401, b'{"message":"etcdserver: invalid auth token","code":16}')
+        self.etcd.fail_next(200, b'{"token":"not-one-etcd-knows"}')
+        failure = self.failureResultOf(run(self.client.watch(2, Batches())), RegistryError)
+        self.assertEqual(failure.value.code, 16)
+        self.assertEqual(self.paths()[-3:], ["/v3/watch", "/v3/auth/authenticate", "/v3/watch"])
 
 
 class WatchTests(V3TestCase):
     """``watch(revision, on_changes)`` streams changes until quiet, compacted or cut."""
 
     def test_stream(self) -> None:
-        """Changes arrive one revision per batch; the request asks for prev_kv and progress."""
+        """Changes arrive one revision per batch; the request asks for progress, not prev_kv."""
         batches = Batches()
         d = run(self.client.watch(2, batches))
         self.assertEqual(
@@ -293,7 +298,6 @@ class WatchTests(V3TestCase):
                     "key": "L2JhY2tlbmRzLw==",
                     "range_end": "L2JhY2tlbmRzMA==",
                     "start_revision": 2,
-                    "prev_kv": True,
                     "progress_notify": True,
                 }
             },
@@ -357,6 +361,52 @@ class WatchTests(V3TestCase):
         self.assertEqual(batches.seen, [([], 2)])
         d.cancel()
         self.failureResultOf(d, CancelledError)
+
+    def test_progress_reply_reported_when_quiet(self) -> None:
+        """A quiet watch reports the revision etcd's progress reply vouched for, at its end.
+
+        On a busy cluster with a quiet prefix, the next watch then starts from there instead
+        of the old revision, which compaction would eventually turn into a full re-list.
+        """
+        for n in range(5):
+            self.etcd.put("/other/x", str(n))
+        batches = Batches()
+        d = run(self.client.watch(2, batches))
+        self.stub.flush()
+        self.assertEqual(batches.seen, [])
+        self.clock.advance(60)
+        self.assertIsNone(self.successResultOf(d))
+        self.assertEqual(batches.seen, [([], 6)])
+        self.assert_clean()
+
+    def test_progress_reply_before_catch_up(self) -> None:
+        """A progress reply that comes before the catch-up (etcd 3.4.23) skips nothing."""
+        self.etcd.put("/backends/web/a", "10.0.0.1:80")
+        self.etcd.put("/other/x", "y")
+        batches = Batches()
+        d = run(self.client.watch(2, batches))
+        self.stub.flush()
+        self.clock.advance(60)
+        self.successResultOf(d)
+        self.assertEqual([index for _, index in batches.seen], [2, 3])
+
+    def test_progress_reply_then_cut(self) -> None:
+        """A stream cut after the progress reply reports nothing: its catch-up may be lost."""
+        self.etcd.put("/backends/web/a", "10.0.0.1:80")
+        self.etcd.put("/other/x", "y")
+
+        def created_then_cut(request: Any) -> int:
+            request.write(self.etcd.message({"created": True}))
+            request.write(self.etcd.message({"watch_id": "-1"}))
+            request.channel.transport.loseConnection()
+            return NOT_DONE_YET
+
+        self.etcd.answer_next(created_then_cut)
+        batches = Batches()
+        d = run(self.client.watch(2, batches))
+        self.stub.flush()
+        self.failureResultOf(d, RegistryUnavailable)
+        self.assertEqual(batches.seen, [])
 
     def test_quiet(self) -> None:
         """A stream with no message for the watch timeout ends normally and is closed."""

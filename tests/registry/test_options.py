@@ -14,7 +14,7 @@ import tempfile
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from ddiscover.registry.client import Credentials, TLSFiles
+from ddiscover.registry.access import Credentials, TLSFiles
 from ddiscover.registry.options import EtcdAccess
 from ddiscover.tap import Options
 from tests.integration.etcd import ThrowawayPKI

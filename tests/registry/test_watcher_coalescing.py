@@ -6,8 +6,8 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from ddiscover.catalog import Catalog
-from ddiscover.registry.client import Snapshot
 from ddiscover.registry.layout import Entry
+from ddiscover.registry.values import Snapshot
 from ddiscover.registry.watcher import RegistryWatcher
 from tests.registry.test_watcher_supervision import WEB_KEYS, FakeClient, put
 

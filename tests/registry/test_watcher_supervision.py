@@ -16,14 +16,9 @@ from twisted.logger import LogEvent, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from ddiscover.catalog import Address, Backend, Catalog
-from ddiscover.registry.client import (
-    Change,
-    ChangeHandler,
-    IndexCleared,
-    RegistryError,
-    Snapshot,
-)
+from ddiscover.registry.errors import IndexCleared, RegistryError
 from ddiscover.registry.layout import Entry
+from ddiscover.registry.values import Change, ChangeHandler, Snapshot
 from ddiscover.registry.watcher import RegistryWatcher, WatchState
 
 ENDPOINT = URL.from_text("http://etcd.test:2379")
