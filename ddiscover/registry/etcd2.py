@@ -21,7 +21,13 @@ from hyperlink import URL
 from twisted.web import http
 
 from ddiscover.registry.client import EtcdHTTP, HTTPClientLike, etcd_index
-from ddiscover.registry.decoding import body_text, decode_object, field, text_field
+from ddiscover.registry.decoding import (
+    body_text,
+    decode_listing,
+    decode_object,
+    field,
+    text_field,
+)
 from ddiscover.registry.errors import (
     IndexCleared,
     MalformedError,
@@ -85,7 +91,7 @@ def _leaves(top: Mapping[str, Any], into: dict[str, Entry]) -> None:
 
 def parse_listing(index: int, body: bytes) -> Snapshot:
     """Turn the body of a recursive GET into a :class:`Snapshot` of every leaf key."""
-    node = decode_object(body).get("node")
+    node = decode_listing(body).get("node")
     if not isinstance(node, dict):
         raise MalformedError("no 'node' object")
     entries: dict[str, Entry] = {}

@@ -5,6 +5,7 @@ what was wrong, and leave no timer or connection behind."""
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -18,7 +19,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from ddiscover.registry.access import Credentials
 from ddiscover.registry.api import detect_api
 from ddiscover.registry.client import EtcdHTTP, HTTPClientLike
-from ddiscover.registry.decoding import decode_object
+from ddiscover.registry.decoding import LISTING_DEPTH, decode_object
 from ddiscover.registry.errors import MalformedError, RegistryError, RegistryUnavailable
 from ddiscover.registry.etcd2 import EtcdV2Client, parse_listing
 from ddiscover.registry.etcd3 import EtcdV3Client, parse_events, parse_range
@@ -146,6 +147,25 @@ class DecodeTests(SynchronousTestCase):
             node = {"dir": True, "key": "/d", "nodes": [node]}
         body = json.dumps({"action": "get", "node": node}).encode()
         self.assertEqual(list(parse_listing(1, body).entries), ["/d/leaf"])
+
+    def test_v2_key_600_levels_deep(self) -> None:
+        """A key 600 levels deep (1,200 JSON levels, past the default recursion limit) is
+        listed with the other keys, for the layout to reject on its own; the recursion
+        limit is as it was after the listing, and a listing past ``LISTING_DEPTH`` is
+        malformed, not a crash."""
+        leaf = "/backends/x" + "/d" * 600
+        deep = json.dumps({"key": leaf, "value": "v", "modifiedIndex": 2})
+        for level in range(600, 0, -1):  # json.dumps itself cannot nest that deep
+            deep = f'{{"dir": true, "key": "/backends/x{"/d" * level}", "nodes": [{deep}]}}'
+        good = json.dumps({"key": "/backends/web/a", "value": "10.0.0.1:80", "modifiedIndex": 3})
+        body = f'{{"node": {{"dir": true, "key": "/backends", "nodes": [{deep}, {good}]}}}}'
+        limit = sys.getrecursionlimit()
+        entries = parse_listing(1, body.encode()).entries
+        self.assertEqual(sorted(entries), ["/backends/web/a", leaf])
+        self.assertEqual(sys.getrecursionlimit(), limit)
+        too_deep = b'{"node":' + b'{"nodes":[' * LISTING_DEPTH + b"]}" * LISTING_DEPTH + b"}"
+        self.assertRaises(MalformedError, parse_listing, 1, too_deep)
+        self.assertEqual(sys.getrecursionlimit(), limit)
 
     def test_v3_shapes(self) -> None:
         """Ranges and watch events of shapes etcd never sends are malformed."""
