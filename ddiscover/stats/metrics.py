@@ -28,6 +28,7 @@ from twisted.web.server import Request
 from ddiscover.health.result import CheckStatus
 from ddiscover.registry.watcher import WatchState
 from ddiscover.stats.rows import BACKEND, FRONTEND, KIND_NAMES, SERVER, Row, build_rows
+from ddiscover.stats.snapshot import Snapshot
 from ddiscover.stats.state import StatsState
 
 GAUGE, COUNTER = "gauge", "counter"
@@ -201,8 +202,11 @@ def _registry_families(state: StatsState) -> Iterator[Metric]:
 class StatsCollector(Collector):
     """Every ``ddiscover_*`` family, built from the state read at each scrape."""
 
-    def __init__(self, state: Callable[[], StatsState]) -> None:
+    def __init__(
+        self, state: Callable[[], StatsState], rows: Callable[[], Sequence[Row]] | None = None
+    ) -> None:
         self._state = state
+        self._rows = rows
 
     def describe(self) -> list[Metric]:
         """Nothing: describing would mean collecting when the collector is registered."""
@@ -211,15 +215,20 @@ class StatsCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         """Read the state once and yield every family from it."""
         state = self._state()
-        yield from _proxy_families(build_rows(state))
+        yield from _proxy_families(build_rows(state) if self._rows is None else self._rows())
         yield from _process_families(state)
         yield from _registry_families(state)
 
 
-def metrics_registry(state: Callable[[], StatsState]) -> CollectorRegistry:
-    """A private registry with ddiscover's collector and the standard ``process_*`` one."""
+def metrics_registry(
+    state: Callable[[], StatsState], rows: Callable[[], Sequence[Row]] | None = None
+) -> CollectorRegistry:
+    """A private registry with ddiscover's collector and the standard ``process_*`` one.
+
+    ``rows`` are those of ``state``'s result when the caller already built them.
+    """
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StatsCollector(state))
+    registry.register(StatsCollector(state, rows))
     ProcessCollector(registry=registry)
     return registry
 
@@ -229,13 +238,19 @@ class MetricsResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, snapshot: Callable[[], Snapshot] | None = None
+    ) -> None:
         super().__init__()
         self._registry = registry
+        self._snapshot = snapshot
 
     def render_GET(self, request: Request) -> bytes:
+        """The exposition; with ``snapshot``, encoded once per snapshot and content type."""
         accept = request.getHeader("accept")
         encoder, content_type = choose_encoder(accept or "")
         request.setHeader(b"content-type", content_type.encode())
         request.setHeader(b"cache-control", b"no-cache")
-        return encoder(self._registry)
+        if self._snapshot is None:
+            return encoder(self._registry)
+        return self._snapshot().body(("metrics", content_type), lambda _: encoder(self._registry))

@@ -3,7 +3,8 @@
 * ``/`` is haproxy's stats page; ``/;csv`` and ``/;json`` are its CSV and JSON exports, and
   ``;up`` (hide DOWN servers) and ``;norefresh`` (no ``Refresh: 5`` header) combine with them
   as in haproxy (``/;up;norefresh``).  All of them come from one
-  :func:`~ddiscover.stats.rows.build_rows` over one :class:`~ddiscover.stats.state.StatsState`.
+  :class:`~ddiscover.stats.snapshot.Snapshot`, read at most once a second and each body
+  rendered once per snapshot, so a page left open or a scraper costs the reactor little.
 * ``/metrics`` is the Prometheus exposition (:mod:`ddiscover.stats.metrics`).
 * ``/health`` answers Docker's ``HEALTHCHECK`` and load balancers: 200 while ddiscover serves,
   with a JSON body that says whether the registry is in sync; 503 only when ddiscover itself
@@ -23,8 +24,8 @@ import json
 from hyperlink import URL
 from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
-from twisted.web.server import NOT_DONE_YET, Request
-from twisted.web.template import renderElement
+from twisted.web.server import Request
+from twisted.web.template import flattenString
 
 from ddiscover.proxy.listeners import Listeners
 from ddiscover.registry.watcher import RegistryWatcher
@@ -32,7 +33,7 @@ from ddiscover.stats.admin import AdminError, apply_action
 from ddiscover.stats.formats import to_csv, to_json
 from ddiscover.stats.metrics import MetricsResource, metrics_registry
 from ddiscover.stats.page import StatsPage, View
-from ddiscover.stats.rows import build_rows
+from ddiscover.stats.snapshot import Snapshot, Snapshots
 from ddiscover.stats.state import StatsSources
 
 REFRESH = 5
@@ -90,27 +91,36 @@ class StatsView(Resource):
 
     isLeaf = True
 
-    def __init__(self, sources: StatsSources, options: frozenset[str]) -> None:
+    def __init__(
+        self, sources: StatsSources, snapshots: Snapshots, options: frozenset[str]
+    ) -> None:
         super().__init__()
         self._sources = sources
+        self._snapshots = snapshots
         self._options = options
         self._view = View(hide_down="up" in options, refresh="norefresh" not in options)
 
-    def render_GET(self, request: Request) -> bytes | int:
-        state = self._sources.state()
-        rows = build_rows(state)
+    def render_GET(self, request: Request) -> bytes:
+        snapshot = self._snapshots.current()
         request.setHeader(b"cache-control", b"no-cache")
         if "json" in self._options:
             request.setHeader(b"content-type", b"application/json")
-            return to_json(rows)
+            return snapshot.body("json", lambda s: to_json(s.rows))
         if self._view.refresh:
             request.setHeader(b"refresh", str(REFRESH).encode())
         if "csv" in self._options:
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-            return to_csv(rows)
+            return snapshot.body("csv", lambda s: to_csv(s.rows))
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        renderElement(request, StatsPage(state, rows, self._view))
-        return NOT_DONE_YET
+        return snapshot.body(self._view, self._page)
+
+    def _page(self, snapshot: Snapshot) -> bytes:
+        """The page, flattened at once: the element waits on nothing."""
+        flattened: list[bytes] = []
+        flattenString(None, StatsPage(snapshot.state, snapshot.rows, self._view)).addCallback(
+            flattened.append
+        )
+        return b"<!DOCTYPE html>\n" + flattened[0]
 
     def render_POST(self, request: Request) -> bytes:
         """Apply ``action`` to the servers ``s`` of service ``b``, then go back to the page."""
@@ -126,6 +136,7 @@ class StatsView(Resource):
             apply_action(self._sources.listeners, service, servers, action)
         except AdminError as e:
             return _text(request, 400, str(e))
+        self._snapshots.invalidate()
         request.setResponseCode(303)
         request.setHeader(b"location", self._view.path().encode())
         return b""
@@ -159,10 +170,17 @@ class StatsRoot(Resource):
     def __init__(self, sources: StatsSources) -> None:
         super().__init__()
         self.sources = sources
+        self.snapshots = Snapshots(sources.clock, sources.state)
         auth = sources.config.stats_auth
         self._credentials = None if auth is None else (auth[0].encode(), auth[1].encode())
         self.putChild(b"health", HealthResource(sources.watcher, sources.listeners))
-        self.putChild(b"metrics", MetricsResource(metrics_registry(sources.state)))
+        self.putChild(
+            b"metrics",
+            MetricsResource(
+                metrics_registry(self.snapshots.state, lambda: self.snapshots.current().rows),
+                self.snapshots.current,
+            ),
+        )
 
     def getChildWithDefault(self, path: bytes, request: Request) -> IResource:
         if path != b"health" and not self._authorized(request):
@@ -175,7 +193,7 @@ class StatsRoot(Resource):
         options = frozenset(path.decode("ascii", "replace").split(";")[1:])
         if request.postpath or not options <= {"csv", "json", "up", "norefresh"}:
             return notFound()
-        return StatsView(self.sources, options)
+        return StatsView(self.sources, self.snapshots, options)
 
     def _authorized(self, request: Request) -> bool:
         if self._credentials is None:
