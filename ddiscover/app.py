@@ -25,6 +25,7 @@ from ddiscover.catalog import Catalog, diff
 from ddiscover.config import Config
 from ddiscover.health.checker import HealthChecker
 from ddiscover.health.probe import EndpointFactory, tcp_endpoint_factory
+from ddiscover.loop_lag import LoopLagProbe
 from ddiscover.proxy.listeners import Listeners
 from ddiscover.proxy.reactor import ProxyReactor
 from ddiscover.registry.api import registry_client
@@ -147,6 +148,9 @@ def build_service(
         child.setName(name)
         child.setServiceParent(root)
     if config.stats_port:
+        loop_lag = LoopLagProbe(clock)
+        loop_lag.setName("loop-lag")
+        loop_lag.setServiceParent(root)
         description = (
             f"tcp:{config.stats_port}:interface={quoteStringArgument(config.stats_interface)}"
         )
@@ -157,6 +161,7 @@ def build_service(
             checker=checker,
             listeners=listeners,
             started=started,
+            loop_lag=loop_lag,
         )
         site = Site(StatsRoot(sources))
         stats = strports.service(description, site, reactor=cast(IReactorCore, reactor))

@@ -18,7 +18,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -156,6 +161,17 @@ def _process_families(state: StatsState) -> Iterator[Metric]:
     )
     yield _gauge("ddiscover_process_max_connections", "Global maxconn.", process.maxconn)
     yield _gauge("ddiscover_process_max_fds", "Open-files limit (ulimit-n).", process.fd_limit)
+    lag = process.loop_lag
+    if lag is not None:
+        yield HistogramMetricFamily(
+            "ddiscover_process_loop_lag_seconds",
+            "How late the reactor ran a timer due every 0.1 s: the stall every connection saw.",
+            buckets=list(lag.buckets),
+            sum_value=lag.total,
+        )
+        yield _gauge(
+            "ddiscover_process_loop_lag_max_seconds", "Largest loop lag since start.", lag.max
+        )
 
 
 def _registry_families(state: StatsState) -> Iterator[Metric]:

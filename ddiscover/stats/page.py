@@ -16,6 +16,7 @@ import attrs
 from twisted.web.iweb import IRequest
 from twisted.web.template import Element, Tag, XMLString, renderer, tags
 
+from ddiscover.loop_lag import LagReading
 from ddiscover.stats.rows import FRONTEND, KIND_NAMES, SERVER, Row
 from ddiscover.stats.state import ServiceState, StatsState
 
@@ -133,6 +134,7 @@ class StatsPage(Element):
                 f"every {process.check_interval:g}s, rise {process.rise}, fall {process.fall}",
             ),
             _line("admin actions: ", "on" if process.admin else "off (no --stats-auth)"),
+            *_lag_line(process.loop_lag),
         )
 
     @renderer
@@ -300,6 +302,18 @@ class StatsPage(Element):
             cells.append(tags.td(box if row.type == SERVER else "", class_="ac"))
         cells.extend(_cells(row))
         return tags.tr(cells, class_=_CLASSES[row.condition], **{"data-server": row.svname})
+
+
+def _lag_line(lag: LagReading | None) -> list[Tag]:
+    """How late the reactor runs timers: the last probe and the worst since start."""
+    if lag is None or lag.last is None:
+        return []
+    return [
+        _line(
+            "event-loop lag = ",
+            f"{lag.last * 1000:.1f} ms now; max {lag.max * 1000:.1f} ms over {lag.count:,} probes",
+        )
+    ]
 
 
 def _line(label: str, *value: str | Tag) -> Tag:

@@ -21,6 +21,7 @@ from ddiscover.catalog import Backend, Rejection
 from ddiscover.config import Config
 from ddiscover.health.checker import HealthChecker
 from ddiscover.health.state import HealthRecord
+from ddiscover.loop_lag import LagReading, LoopLagProbe
 from ddiscover.proxy.balancer import Admin
 from ddiscover.proxy.counters import Counters
 from ddiscover.proxy.listeners import Listeners
@@ -97,6 +98,7 @@ class ProcessState:
     rise: int
     fall: int
     admin: bool
+    loop_lag: LagReading | None = None
 
 
 @attrs.frozen
@@ -123,6 +125,7 @@ class StatsSources:
     checker: HealthChecker
     listeners: Listeners
     started: float
+    loop_lag: LoopLagProbe | None = None
     fd_limit: Callable[[], int] = _fd_limit
     pid: Callable[[], int] = os.getpid
 
@@ -192,6 +195,7 @@ class StatsSources:
                 rise=config.rise,
                 fall=config.fall,
                 admin=config.stats_auth is not None,
+                loop_lag=None if self.loop_lag is None else self.loop_lag.reading(),
             ),
             registry=RegistryState(
                 api=watcher.api,
