@@ -213,6 +213,22 @@ def _registry_families(state: StatsState) -> Iterator[Metric]:
     yield _gauge(
         "ddiscover_registry_rejected_keys", "Keys ignored as unusable.", registry.rejected_keys
     )
+    yield _gauge(
+        "ddiscover_registry_alive",
+        "1 while the watch loop runs (or waits to retry).",
+        registry.alive,
+    )
+    yield _gauge(
+        "ddiscover_registry_in_sync",
+        "1 while the view of etcd is known current (what /health's 200 means).",
+        registry.in_sync,
+    )
+    synced = registry.last_sync_at
+    yield _gauge(
+        "ddiscover_registry_last_sync_age_seconds",
+        "Seconds since etcd last confirmed the view (NaN: never).",
+        math.nan if synced is None else state.now - synced,
+    )
 
 
 class StatsCollector(Collector):

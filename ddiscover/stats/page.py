@@ -18,7 +18,7 @@ from twisted.web.template import Element, Tag, XMLString, renderer, tags
 
 from ddiscover.loop_lag import LagReading
 from ddiscover.stats.rows import FRONTEND, KIND_NAMES, SERVER, Row
-from ddiscover.stats.state import ServiceState, StatsState
+from ddiscover.stats.state import RegistryState, ServiceState, StatsState
 
 _PACKAGE = files("ddiscover.stats")
 _TEMPLATE = _PACKAGE.joinpath("page.xml").read_text(encoding="utf-8")
@@ -162,6 +162,12 @@ class StatsPage(Element):
                 else f"{human(int(now - last))} ago ({counts})",
             ),
             _line("ignored keys = ", str(registry.rejected_keys)),
+            _line("in sync = ", _sync_text(now, registry)),
+            *(
+                [_line("last error = ", tags.span(registry.last_error, class_="error"))]
+                if registry.last_error
+                else []
+            ),
         )
 
     @renderer
@@ -302,6 +308,15 @@ class StatsPage(Element):
             cells.append(tags.td(box if row.type == SERVER else "", class_="ac"))
         cells.extend(_cells(row))
         return tags.tr(cells, class_=_CLASSES[row.condition], **{"data-server": row.svname})
+
+
+def _sync_text(now: float, registry: RegistryState) -> str:
+    """Whether the view is known current, and how long since etcd last confirmed it."""
+    word = "yes" if registry.in_sync else "NO" if registry.alive else "NO (watch loop stopped)"
+    synced = registry.last_sync_at
+    if synced is None:
+        return f"{word}; never confirmed by etcd"
+    return f"{word}; confirmed {human(int(now - synced))} ago"
 
 
 def _lag_line(lag: LagReading | None) -> list[Tag]:

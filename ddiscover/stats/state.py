@@ -27,6 +27,7 @@ from ddiscover.proxy.counters import Counters
 from ddiscover.proxy.listeners import Listeners
 from ddiscover.registry.layout import PORT_KEY, Entry
 from ddiscover.registry.watcher import RegistryWatcher
+from ddiscover.text import clip
 
 
 @attrs.frozen
@@ -81,6 +82,10 @@ class RegistryState:
     resyncs: int
     rejected_keys: int
     stray: tuple[Rejection, ...] = ()
+    alive: bool = True
+    in_sync: bool = True
+    last_sync_at: float | None = None
+    last_error: str | None = None
 
 
 @attrs.frozen
@@ -209,9 +214,19 @@ class StatsSources:
                 resyncs=watcher.resyncs,
                 rejected_keys=len(rejections),
                 stray=tuple(stray),
+                alive=watcher.alive,
+                in_sync=watcher.in_sync,
+                last_sync_at=watcher.last_sync_at,
+                last_error=last_error(watcher),
             ),
             services=tuple(services[name] for name in sorted(services)),
         )
+
+
+def last_error(watcher: RegistryWatcher) -> str | None:
+    """The watcher's last error as one clipped line, if it keeps one (``None`` if not)."""
+    error = getattr(watcher, "last_error", None)
+    return None if error is None else clip(str(error))
 
 
 def _service_of(prefix: str, key: str, *, is_leaf: bool) -> str | None:
