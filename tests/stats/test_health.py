@@ -63,11 +63,9 @@ class NotInSyncTests(SynchronousTestCase):
 class HealthTests(SynchronousTestCase):
     """``/health`` and the registry gauges on a ddiscover built on fakes."""
 
-    def setUp(self) -> None:
-        self.running = Running(self)
-
     def test_in_sync_is_200(self) -> None:
         """Watching, confirmed recently: 200 with the watch's state and the age of the sync."""
+        self.running = Running(self)
         code, _, body = self.running.get("/health")
         self.assertEqual(code, 200)
         document = json.loads(body)
@@ -84,6 +82,7 @@ class HealthTests(SynchronousTestCase):
 
     def test_stopped_watch_is_503(self) -> None:
         """A watch that stopped is not in sync: 503 with the reason, gauges at 0."""
+        self.running = Running(self)
         watcher = self.running.root.sources.watcher
         watcher.stopService()
         self.running.reactor.advance(1)
