@@ -18,7 +18,6 @@ from twisted.internet.interfaces import (
     IReactorTime,
 )
 from twisted.web.client import HTTPConnectionPool
-from twisted.web.server import Site
 
 from ddiscover._log import make_logger
 from ddiscover.catalog import Catalog, diff
@@ -31,6 +30,7 @@ from ddiscover.proxy.reactor import ProxyReactor
 from ddiscover.registry.api import registry_client
 from ddiscover.registry.client import HTTPClientLike, build_http_client
 from ddiscover.registry.watcher import RegistryWatcher
+from ddiscover.stats.site import StatsSite
 from ddiscover.stats.state import StatsSources
 from ddiscover.stats.web import StatsRoot
 
@@ -163,7 +163,7 @@ def build_service(
             started=started,
             loop_lag=loop_lag,
         )
-        site = Site(StatsRoot(sources))
+        site = StatsSite(StatsRoot(sources), clock)
         stats = strports.service(description, site, reactor=cast(IReactorCore, reactor))
         stats.setName("stats")
         stats.setServiceParent(root)
