@@ -81,8 +81,14 @@ _SPECS: dict[int, tuple[_Spec, ...]] = {
         ("check_last_change_seconds", "lastchg", GAUGE, 1, "Seconds since the last change."),
         ("downtime_seconds_total", "downtime", COUNTER, 1, "Total downtime in seconds."),
         ("check_duration_seconds", "check_duration", GAUGE, 0.001, "Last check's duration."),
-        ("registry_ttl_seconds", "ddiscover_ttl", GAUGE, 1, "TTL left on the etcd key."),
-        ("registry_seen_seconds", "ddiscover_seen", GAUGE, 1, "Seconds since the key was read."),
+        (
+            "registry_ttl_read_seconds",
+            "ddiscover_ttl_read",
+            GAUGE,
+            1,
+            "TTL etcd gave the key at its last read.",
+        ),
+        ("registry_read_age_seconds", "ddiscover_read_age", GAUGE, 1, "Seconds since that read."),
     ),
 }
 

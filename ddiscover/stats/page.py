@@ -44,7 +44,7 @@ _GROUPS = (
     ("Errors", ("Conn", "Resp")),
     ("Warnings", ("Retr", "Redis")),
     ("Server", ("Status", "LastChk", "Act", "Chk", "Dwn", "Dwntme")),
-    ("Registry", ("Address", "Key", "TTL", "Seen")),
+    ("Registry", ("Address", "Key", "TTL read", "Read")),
 )
 _COLUMNS = 1 + sum(len(columns) for _, columns in _GROUPS)
 
@@ -370,8 +370,8 @@ def _cells(row: Row) -> list[Tag]:
         tags.td("" if row.downtime is None else human(row.downtime)),
         tags.td(row.addr or "", class_="al"),
         tags.td(row.ddiscover_key or "", class_="key", title=row.ddiscover_key or ""),
-        tags.td("" if row.ddiscover_ttl is None else f"{row.ddiscover_ttl}s"),
-        tags.td("" if row.ddiscover_seen is None else human(row.ddiscover_seen)),
+        tags.td("" if row.ddiscover_ttl_read is None else f"{row.ddiscover_ttl_read}s"),
+        tags.td("" if row.ddiscover_read_age is None else human(row.ddiscover_read_age)),
     ]
 
 

@@ -60,7 +60,7 @@ class MetricsTests(SynchronousTestCase):
             0.001,
         )
         self.assertEqual(
-            value(self.families["ddiscover_server_registry_ttl_seconds"], server="a-up"), 12
+            value(self.families["ddiscover_server_registry_ttl_read_seconds"], server="a-up"), 15
         )
 
     def test_server_status_is_a_state_set(self) -> None:
