@@ -9,12 +9,13 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import reactor as _reactor
 from twisted.internet import threads
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort
+from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.static import Data
@@ -46,6 +47,26 @@ class StatsSiteTests(TestCase):
         sock = socket.create_connection(("127.0.0.1", port))
         self.addCleanup(sock.close)
         return sock
+
+    def test_no_access_line_per_request(self) -> None:
+        """Requests served log nothing: an idle ddiscover's healthchecks are not news."""
+        port = self.listen()
+        events: list[dict[str, Any]] = []
+        observer = cast(ILogObserver, events.append)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+
+        def client() -> bytes:
+            sock = self.connect(port)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            return _read_all(sock)
+
+        def check(answer: bytes) -> None:
+            self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer)
+            self.assertEqual([formatEvent(e) for e in events if "GET" in formatEvent(e)], [])
+
+        d: Deferred[Any] = threads.deferToThread(client)
+        return d.addCallback(check)  # type: ignore[return-value]
 
     def test_trickled_head_times_out(self) -> None:
         """A client sending a header line every 0.2 s gets 408 once the deadline passes."""
