@@ -18,18 +18,19 @@ from twisted.internet.interfaces import (
     IReactorTime,
 )
 from twisted.web.client import HTTPConnectionPool
-from twisted.web.server import Site
 
 from ddiscover._log import make_logger
 from ddiscover.catalog import Catalog, diff
 from ddiscover.config import Config
 from ddiscover.health.checker import HealthChecker
 from ddiscover.health.probe import EndpointFactory, tcp_endpoint_factory
+from ddiscover.loop_lag import LoopLagProbe
 from ddiscover.proxy.listeners import Listeners
 from ddiscover.proxy.reactor import ProxyReactor
 from ddiscover.registry.api import registry_client
 from ddiscover.registry.client import HTTPClientLike, build_http_client
 from ddiscover.registry.watcher import RegistryWatcher
+from ddiscover.stats.site import StatsSite
 from ddiscover.stats.state import StatsSources
 from ddiscover.stats.web import StatsRoot
 
@@ -178,6 +179,8 @@ def build_service(
         sync_deadline=config.watch_timeout + config.etcd_timeout,
     )
     if config.stats_port:
+        loop_lag = LoopLagProbe(clock)
+        children.append(("loop-lag", loop_lag))
         description = (
             f"tcp:{config.stats_port}:interface={quoteStringArgument(config.stats_interface)}"
         )
@@ -188,8 +191,9 @@ def build_service(
             checker=checker,
             listeners=listeners,
             started=started,
+            loop_lag=loop_lag,
         )
-        site = Site(StatsRoot(sources))
+        site = StatsSite(StatsRoot(sources), clock)
         children.append(
             ("stats", strports.service(description, site, reactor=cast(IReactorCore, reactor)))
         )

@@ -73,8 +73,8 @@ _TAGS: dict[str, tuple[str, str, str]] = {
     "conn_tot": _METRIC_COUNTER,
     "uweight": ("Config", "Avg", "u32"),
     "ddiscover_key": _CONFIG,
-    "ddiscover_ttl": ("Metric", "Duration", "u32"),
-    "ddiscover_seen": ("Metric", "Age", "u32"),
+    "ddiscover_ttl_read": ("Metric", "Duration", "u32"),
+    "ddiscover_read_age": ("Metric", "Age", "u32"),
     "ddiscover_admin": _OUTPUT,
     "ddiscover_reason": _OUTPUT,
 }

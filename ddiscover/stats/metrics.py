@@ -18,7 +18,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -28,6 +33,7 @@ from twisted.web.server import Request
 from ddiscover.health.result import CheckStatus
 from ddiscover.registry.watcher import WatchState
 from ddiscover.stats.rows import BACKEND, FRONTEND, KIND_NAMES, SERVER, Row, build_rows
+from ddiscover.stats.snapshot import Snapshot
 from ddiscover.stats.state import StatsState
 
 GAUGE, COUNTER = "gauge", "counter"
@@ -75,8 +81,14 @@ _SPECS: dict[int, tuple[_Spec, ...]] = {
         ("check_last_change_seconds", "lastchg", GAUGE, 1, "Seconds since the last change."),
         ("downtime_seconds_total", "downtime", COUNTER, 1, "Total downtime in seconds."),
         ("check_duration_seconds", "check_duration", GAUGE, 0.001, "Last check's duration."),
-        ("registry_ttl_seconds", "ddiscover_ttl", GAUGE, 1, "TTL left on the etcd key."),
-        ("registry_seen_seconds", "ddiscover_seen", GAUGE, 1, "Seconds since the key was read."),
+        (
+            "registry_ttl_read_seconds",
+            "ddiscover_ttl_read",
+            GAUGE,
+            1,
+            "TTL etcd gave the key at its last read.",
+        ),
+        ("registry_read_age_seconds", "ddiscover_read_age", GAUGE, 1, "Seconds since that read."),
     ),
 }
 
@@ -155,6 +167,17 @@ def _process_families(state: StatsState) -> Iterator[Metric]:
     )
     yield _gauge("ddiscover_process_max_connections", "Global maxconn.", process.maxconn)
     yield _gauge("ddiscover_process_max_fds", "Open-files limit (ulimit-n).", process.fd_limit)
+    lag = process.loop_lag
+    if lag is not None:
+        yield HistogramMetricFamily(
+            "ddiscover_process_loop_lag_seconds",
+            "How late the reactor ran a timer due every 0.1 s: the stall every connection saw.",
+            buckets=list(lag.buckets),
+            sum_value=lag.total,
+        )
+        yield _gauge(
+            "ddiscover_process_loop_lag_max_seconds", "Largest loop lag since start.", lag.max
+        )
 
 
 def _registry_families(state: StatsState) -> Iterator[Metric]:
@@ -196,13 +219,32 @@ def _registry_families(state: StatsState) -> Iterator[Metric]:
     yield _gauge(
         "ddiscover_registry_rejected_keys", "Keys ignored as unusable.", registry.rejected_keys
     )
+    yield _gauge(
+        "ddiscover_registry_alive",
+        "1 while the watch loop runs (or waits to retry).",
+        registry.alive,
+    )
+    yield _gauge(
+        "ddiscover_registry_in_sync",
+        "1 while the view of etcd is known current (what /health's 200 means).",
+        registry.in_sync,
+    )
+    synced = registry.last_sync_at
+    yield _gauge(
+        "ddiscover_registry_last_sync_age_seconds",
+        "Seconds since etcd last confirmed the view (NaN: never).",
+        math.nan if synced is None else state.now - synced,
+    )
 
 
 class StatsCollector(Collector):
     """Every ``ddiscover_*`` family, built from the state read at each scrape."""
 
-    def __init__(self, state: Callable[[], StatsState]) -> None:
+    def __init__(
+        self, state: Callable[[], StatsState], rows: Callable[[], Sequence[Row]] | None = None
+    ) -> None:
         self._state = state
+        self._rows = rows
 
     def describe(self) -> list[Metric]:
         """Nothing: describing would mean collecting when the collector is registered."""
@@ -211,15 +253,20 @@ class StatsCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         """Read the state once and yield every family from it."""
         state = self._state()
-        yield from _proxy_families(build_rows(state))
+        yield from _proxy_families(build_rows(state) if self._rows is None else self._rows())
         yield from _process_families(state)
         yield from _registry_families(state)
 
 
-def metrics_registry(state: Callable[[], StatsState]) -> CollectorRegistry:
-    """A private registry with ddiscover's collector and the standard ``process_*`` one."""
+def metrics_registry(
+    state: Callable[[], StatsState], rows: Callable[[], Sequence[Row]] | None = None
+) -> CollectorRegistry:
+    """A private registry with ddiscover's collector and the standard ``process_*`` one.
+
+    ``rows`` are those of ``state``'s result when the caller already built them.
+    """
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StatsCollector(state))
+    registry.register(StatsCollector(state, rows))
     ProcessCollector(registry=registry)
     return registry
 
@@ -229,13 +276,19 @@ class MetricsResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, snapshot: Callable[[], Snapshot] | None = None
+    ) -> None:
         super().__init__()
         self._registry = registry
+        self._snapshot = snapshot
 
     def render_GET(self, request: Request) -> bytes:
+        """The exposition; with ``snapshot``, encoded once per snapshot and content type."""
         accept = request.getHeader("accept")
         encoder, content_type = choose_encoder(accept or "")
         request.setHeader(b"content-type", content_type.encode())
         request.setHeader(b"cache-control", b"no-cache")
-        return encoder(self._registry)
+        if self._snapshot is None:
+            return encoder(self._registry)
+        return self._snapshot().body(("metrics", content_type), lambda _: encoder(self._registry))

@@ -2,7 +2,9 @@
 
 A ``twisted.web.template`` element over :func:`~ddiscover.stats.rows.build_rows`: the skeleton
 is ``page.xml`` and the style ``page.css`` (package data, inlined so the page is one request),
-the tables are built with ``tags``.  Every string from outside (service names, backend ids,
+the tables are built with ``tags``.  Every string from outside is cut with
+:func:`ddiscover.text.clip` (a 1 MB value is a couple of hundred characters and its size on
+the page; CSV and JSON keep it whole).  Every string from outside (service names, backend ids,
 registry keys, reasons) goes through the template's escaping; nothing is pasted as markup.
 No JavaScript: refreshing is the ``Refresh`` header, admin actions are a plain form.
 """
@@ -16,8 +18,10 @@ import attrs
 from twisted.web.iweb import IRequest
 from twisted.web.template import Element, Tag, XMLString, renderer, tags
 
+from ddiscover.loop_lag import LagReading
 from ddiscover.stats.rows import FRONTEND, KIND_NAMES, SERVER, Row
-from ddiscover.stats.state import ServiceState, StatsState
+from ddiscover.stats.state import RegistryState, ServiceState, StatsState
+from ddiscover.text import clip
 
 _PACKAGE = files("ddiscover.stats")
 _TEMPLATE = _PACKAGE.joinpath("page.xml").read_text(encoding="utf-8")
@@ -43,7 +47,7 @@ _GROUPS = (
     ("Errors", ("Conn", "Resp")),
     ("Warnings", ("Retr", "Redis")),
     ("Server", ("Status", "LastChk", "Act", "Chk", "Dwn", "Dwntme")),
-    ("Registry", ("Address", "Key", "TTL", "Seen")),
+    ("Registry", ("Address", "Key", "TTL read", "Read")),
 )
 _COLUMNS = 1 + sum(len(columns) for _, columns in _GROUPS)
 
@@ -133,6 +137,7 @@ class StatsPage(Element):
                 f"every {process.check_interval:g}s, rise {process.rise}, fall {process.fall}",
             ),
             _line("admin actions: ", "on" if process.admin else "off (no --stats-auth)"),
+            *_lag_line(process.loop_lag),
         )
 
     @renderer
@@ -142,8 +147,8 @@ class StatsPage(Element):
         plural = "" if registry.resyncs == 1 else "s"
         counts = f"{registry.events:,} events, {registry.resyncs} resync{plural}"
         return tag(
-            _line("etcd = ", registry.endpoint),
-            _line("API = ", registry.api, "; prefix = ", registry.prefix),
+            _line("etcd = ", clip(registry.endpoint)),
+            _line("API = ", registry.api, "; prefix = ", clip(registry.prefix)),
             _line(
                 "watch = ",
                 tags.span(registry.state, class_=f"watch-{registry.state}"),
@@ -160,6 +165,12 @@ class StatsPage(Element):
                 else f"{human(int(now - last))} ago ({counts})",
             ),
             _line("ignored keys = ", str(registry.rejected_keys)),
+            _line("in sync = ", _sync_text(now, registry)),
+            *(
+                [_line("last error = ", tags.span(registry.last_error, class_="error"))]
+                if registry.last_error
+                else []
+            ),
         )
 
     @renderer
@@ -199,7 +210,7 @@ class StatsPage(Element):
         if not state.services:
             return tag(
                 tags.p(
-                    f"No service is registered under {state.registry.prefix} yet.",
+                    f"No service is registered under {clip(state.registry.prefix)} yet.",
                     class_="empty",
                 )
             )
@@ -222,7 +233,7 @@ class StatsPage(Element):
             tags.h3("> Ignored registry keys outside any service"),
             tags.table(
                 tags.tr(tags.th("Key"), tags.th("Reason")),
-                [tags.tr(tags.td(r.key), tags.td(r.reason)) for r in stray],
+                [tags.tr(tags.td(clip(r.key)), tags.td(clip(r.reason))) for r in stray],
                 class_="ignored",
             ),
         )
@@ -240,15 +251,16 @@ class StatsPage(Element):
                 f"{process.check_interval:g}s, rise {process.rise}, fall {process.fall}"
             )
         leading = [tags.th(rowspan="2")] * (2 if admin else 1)
+        name = clip(service.name)
         # The name sits in a table of its own, as on haproxy's page, so a long one does not
         # widen the first column.
         title = tags.table(class_="pxhead")(
             tags.tr(
-                tags.th(tags.a(service.name, href=f"#px-{service.name}"), class_="pxname"),
+                tags.th(tags.a(name, href=f"#px-{name}"), class_="pxname"),
                 tags.th(description, class_="desc"),
             )
         )
-        table = tags.table(class_="tbl", id=f"px-{service.name}")(
+        table = tags.table(class_="tbl", id=f"px-{name}")(
             tags.tr(class_="titre")(
                 leading,
                 [tags.th(group, colspan=str(len(columns))) for group, columns in _GROUPS],
@@ -265,7 +277,8 @@ class StatsPage(Element):
             ],
             [
                 tags.tr(
-                    tags.td(f"ignored {r.key}: {r.reason}", colspan=str(width)), class_="rejected"
+                    tags.td(f"ignored {clip(r.key)}: {clip(r.reason)}", colspan=str(width)),
+                    class_="rejected",
                 )
                 for r in service.rejections
                 # The service's own rejection is the frontend's status already.
@@ -290,16 +303,37 @@ class StatsPage(Element):
             )
         )
         return tags.form(method="post", action=self._view.path(), class_="proxy")(
-            tags.input(type="hidden", name="b", value=service.name), title, table
+            tags.input(type="hidden", name="b", value=name), title, table
         )
 
     def _row(self, row: Row, admin: bool) -> Tag:
         cells: list[Tag] = []
         if admin:
-            box = tags.input(type="checkbox", name="s", value=row.svname)
+            box = tags.input(type="checkbox", name="s", value=clip(row.svname))
             cells.append(tags.td(box if row.type == SERVER else "", class_="ac"))
         cells.extend(_cells(row))
-        return tags.tr(cells, class_=_CLASSES[row.condition], **{"data-server": row.svname})
+        return tags.tr(cells, class_=_CLASSES[row.condition], **{"data-server": clip(row.svname)})
+
+
+def _sync_text(now: float, registry: RegistryState) -> str:
+    """Whether the view is known current, and how long since etcd last confirmed it."""
+    word = "yes" if registry.in_sync else "NO" if registry.alive else "NO (watch loop stopped)"
+    synced = registry.last_sync_at
+    if synced is None:
+        return f"{word}; never confirmed by etcd"
+    return f"{word}; confirmed {human(int(now - synced))} ago"
+
+
+def _lag_line(lag: LagReading | None) -> list[Tag]:
+    """How late the reactor runs timers: the last probe and the worst since start."""
+    if lag is None or lag.last is None:
+        return []
+    return [
+        _line(
+            "event-loop lag = ",
+            f"{lag.last * 1000:.1f} ms now; max {lag.max * 1000:.1f} ms over {lag.count:,} probes",
+        )
+    ]
 
 
 def _line(label: str, *value: str | Tag) -> Tag:
@@ -308,9 +342,9 @@ def _line(label: str, *value: str | Tag) -> Tag:
 
 def _cells(row: Row) -> list[Tag]:
     """The cells of one row, in the order of ``_GROUPS``."""
-    name = tags.td(row.svname if row.type == SERVER else KIND_NAMES[row.type], class_="name")
+    name = tags.td(clip(row.svname) if row.type == SERVER else KIND_NAMES[row.type], class_="name")
     if row.type == SERVER and row.addr:
-        name(title=row.addr)
+        name(title=clip(row.addr))
     total = tags.td(_number(row.stot))
     if row.cli_abrt is not None:
         total(
@@ -339,10 +373,10 @@ def _cells(row: Row) -> list[Tag]:
         tags.td(_number(row.chkfail)),
         tags.td(_number(row.chkdown)),
         tags.td("" if row.downtime is None else human(row.downtime)),
-        tags.td(row.addr or "", class_="al"),
-        tags.td(row.ddiscover_key or "", class_="key", title=row.ddiscover_key or ""),
-        tags.td("" if row.ddiscover_ttl is None else f"{row.ddiscover_ttl}s"),
-        tags.td("" if row.ddiscover_seen is None else human(row.ddiscover_seen)),
+        tags.td(clip(row.addr or ""), class_="al"),
+        tags.td(clip(row.ddiscover_key or ""), class_="key"),
+        tags.td("" if row.ddiscover_ttl_read is None else f"{row.ddiscover_ttl_read}s"),
+        tags.td("" if row.ddiscover_read_age is None else human(row.ddiscover_read_age)),
     ]
 
 
@@ -355,7 +389,7 @@ def _active(row: Row) -> str:
 
 def _status(row: Row) -> Tag:
     if row.type == FRONTEND and row.ddiscover_reason is not None:
-        return tags.td(row.ddiscover_reason, class_="stopped")
+        return tags.td(clip(row.ddiscover_reason), class_="stopped")
     if row.lastchg is None:
         return tags.td(row.status, class_="ac")
     return tags.td(f"{human(row.lastchg)} {row.status}", class_="ac")
@@ -368,5 +402,5 @@ def _last_check(row: Row) -> Tag:
         return tags.td(row.check_status, class_="check", title="Initializing: not checked yet")
     detail = row.check_desc or ""
     if row.last_chk:
-        detail += f": {row.last_chk}"
+        detail += f": {clip(row.last_chk)}"
     return tags.td(f"{row.check_status} in {row.check_duration}ms", class_="check", title=detail)

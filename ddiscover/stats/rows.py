@@ -44,12 +44,13 @@ HAPROXY_FIELDS = (
 # fmt: on
 
 #: ddiscover's fields, after haproxy's ``-`` column that ends the static fields: the registry
-#: key, the TTL left on it and the seconds since it was read, the admin state, and why a
-#: frontend is not listening.
+#: key, the TTL etcd reported when ddiscover last read it and the seconds since that read
+#: (not the TTL left now: a v2 ``refresh=true`` renews a key without telling watchers), the
+#: admin state, and why a frontend is not listening.
 EXTRA_FIELDS = (
     "ddiscover_key",
-    "ddiscover_ttl",
-    "ddiscover_seen",
+    "ddiscover_ttl_read",
+    "ddiscover_read_age",
     "ddiscover_admin",
     "ddiscover_reason",
 )
@@ -115,8 +116,8 @@ class Row:
     conn_rate_max: int | None = None
     conn_tot: int | None = None
     ddiscover_key: str | None = None
-    ddiscover_ttl: int | None = None
-    ddiscover_seen: int | None = None
+    ddiscover_ttl_read: int | None = None
+    ddiscover_read_age: int | None = None
     ddiscover_admin: str | None = None
     ddiscover_reason: str | None = None
 
@@ -171,15 +172,18 @@ def _errors(counters: Counters, now: float) -> dict[str, Any]:
 
 
 def _registry(key: KeyState, now: float) -> dict[str, Any]:
-    """The key fields: its path, the TTL left now, and the seconds since it was read."""
+    """The key fields: its path, the TTL etcd gave at the last read, and that read's age.
+
+    Only what is known: a key refreshed with v2's ``refresh=true`` wakes no watcher, so the
+    TTL left now cannot be computed from the last read (it was renewed since, unseen); the
+    TTL read and the age of the read are shown as they are.  v3 sends no TTL (leases are
+    not read), so it shows none.
+    """
     seen = key.seen_at
-    ttl = None
-    if key.ttl is not None and seen is not None:
-        ttl = max(0, int(key.ttl - (now - seen)))
     return {
         "ddiscover_key": key.path,
-        "ddiscover_ttl": ttl,
-        "ddiscover_seen": None if seen is None else int(now - seen),
+        "ddiscover_ttl_read": key.ttl if seen is not None else None,
+        "ddiscover_read_age": None if seen is None else int(now - seen),
     }
 
 

@@ -21,11 +21,13 @@ from ddiscover.catalog import Backend, Rejection
 from ddiscover.config import Config
 from ddiscover.health.checker import HealthChecker
 from ddiscover.health.state import HealthRecord
+from ddiscover.loop_lag import LagReading, LoopLagProbe
 from ddiscover.proxy.balancer import Admin
 from ddiscover.proxy.counters import Counters
 from ddiscover.proxy.listeners import Listeners
 from ddiscover.registry.layout import PORT_KEY, Entry
 from ddiscover.registry.watcher import RegistryWatcher
+from ddiscover.text import clip
 
 
 @attrs.frozen
@@ -80,6 +82,10 @@ class RegistryState:
     resyncs: int
     rejected_keys: int
     stray: tuple[Rejection, ...] = ()
+    alive: bool = True
+    in_sync: bool = True
+    last_sync_at: float | None = None
+    last_error: str | None = None
 
 
 @attrs.frozen
@@ -97,6 +103,7 @@ class ProcessState:
     rise: int
     fall: int
     admin: bool
+    loop_lag: LagReading | None = None
 
 
 @attrs.frozen
@@ -123,6 +130,7 @@ class StatsSources:
     checker: HealthChecker
     listeners: Listeners
     started: float
+    loop_lag: LoopLagProbe | None = None
     fd_limit: Callable[[], int] = _fd_limit
     pid: Callable[[], int] = os.getpid
 
@@ -192,6 +200,7 @@ class StatsSources:
                 rise=config.rise,
                 fall=config.fall,
                 admin=config.stats_auth is not None,
+                loop_lag=None if self.loop_lag is None else self.loop_lag.reading(),
             ),
             registry=RegistryState(
                 api=watcher.api,
@@ -205,9 +214,19 @@ class StatsSources:
                 resyncs=watcher.resyncs,
                 rejected_keys=len(rejections),
                 stray=tuple(stray),
+                alive=watcher.alive,
+                in_sync=watcher.in_sync,
+                last_sync_at=watcher.last_sync_at,
+                last_error=last_error(watcher),
             ),
             services=tuple(services[name] for name in sorted(services)),
         )
+
+
+def last_error(watcher: RegistryWatcher) -> str | None:
+    """The watcher's last error as one clipped line, if it keeps one (``None`` if not)."""
+    error = getattr(watcher, "last_error", None)
+    return None if error is None else clip(str(error))
 
 
 def _service_of(prefix: str, key: str, *, is_leaf: bool) -> str | None:

@@ -3,12 +3,14 @@
 * ``/`` is haproxy's stats page; ``/;csv`` and ``/;json`` are its CSV and JSON exports, and
   ``;up`` (hide DOWN servers) and ``;norefresh`` (no ``Refresh: 5`` header) combine with them
   as in haproxy (``/;up;norefresh``).  All of them come from one
-  :func:`~ddiscover.stats.rows.build_rows` over one :class:`~ddiscover.stats.state.StatsState`.
+  :class:`~ddiscover.stats.snapshot.Snapshot`, read at most once a second and each body
+  rendered once per snapshot, so a page left open or a scraper costs the reactor little.
 * ``/metrics`` is the Prometheus exposition (:mod:`ddiscover.stats.metrics`).
-* ``/health`` answers Docker's ``HEALTHCHECK`` and load balancers: 200 while ddiscover serves,
-  with a JSON body that says whether the registry is in sync; 503 only when ddiscover itself
-  cannot serve (it is stopping).  An unreachable etcd is not a reason for 503: the listeners
-  keep forwarding to the last known backends.
+* ``/health`` answers Docker's ``HEALTHCHECK`` and load balancers: 200 only while ddiscover
+  serves and its view of etcd is known current (``in_sync``); 503 with the reason otherwise
+  (stopping, etcd unreachable, the watch loop stopped, no word from etcd for too long).  The
+  listeners keep forwarding to the last known backends meanwhile; the 503 says the view may be
+  stale, read live at each request, not from the one-second snapshot.
 
 With ``--stats-auth user:password`` every path but ``/health`` needs HTTP basic auth, and a
 ``POST`` to the page applies an admin action (:mod:`ddiscover.stats.admin`) to the servers it
@@ -21,49 +23,81 @@ import hmac
 import json
 
 from hyperlink import URL
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
-from twisted.web.server import NOT_DONE_YET, Request
-from twisted.web.template import renderElement
+from twisted.web.server import Request
+from twisted.web.template import flattenString
 
 from ddiscover.proxy.listeners import Listeners
-from ddiscover.registry.watcher import RegistryWatcher
+from ddiscover.registry.watcher import RegistryWatcher, WatchState
 from ddiscover.stats.admin import AdminError, apply_action
 from ddiscover.stats.formats import to_csv, to_json
 from ddiscover.stats.metrics import MetricsResource, metrics_registry
 from ddiscover.stats.page import StatsPage, View
-from ddiscover.stats.rows import build_rows
-from ddiscover.stats.state import StatsSources
+from ddiscover.stats.snapshot import Snapshot, Snapshots
+from ddiscover.stats.state import StatsSources, last_error
 
 REFRESH = 5
 """Seconds between reloads of the page, as haproxy's ``stats refresh 5s``."""
 
 
+def not_in_sync(watcher: RegistryWatcher, now: float) -> str | None:
+    """Why the watch is not known to match etcd now, in one line; ``None`` when it is."""
+    if watcher.in_sync:
+        return None
+    error = last_error(watcher)
+    detail = "" if error is None else f": {error}"
+    if not watcher.alive and watcher.state is not WatchState.STARTING:
+        return f"the registry watch loop is not running{detail}"
+    if watcher.state is not WatchState.WATCHING:
+        return f"registry watch is {watcher.state.value}{detail}"
+    last = watcher.last_sync_at
+    if last is None:
+        return "no listing of etcd has completed yet"
+    return f"no word from etcd for {now - last:.0f}s{detail}"
+
+
 class HealthResource(Resource):
-    """``GET /health``: is ddiscover serving, and is its view of etcd current."""
+    """``GET /health``: 200 only while ddiscover serves with a view of etcd known current.
+
+    503 otherwise, with the reason in ``reason``: stopping, the first listing not done yet,
+    etcd unreachable, or no word from it for longer than a healthy watch waits.
+    """
 
     isLeaf = True
 
-    def __init__(self, watcher: RegistryWatcher, listeners: Listeners) -> None:
+    def __init__(
+        self, clock: IReactorTime, watcher: RegistryWatcher, listeners: Listeners
+    ) -> None:
         super().__init__()
+        self._clock = clock
         self._watcher = watcher
         self._listeners = listeners
 
     def render_GET(self, request: Request) -> bytes:
+        now = self._clock.seconds()
+        watcher = self._watcher
         frontends = self._listeners.frontends()
         serving = bool(self._listeners.running)
+        reason = "stopping" if not serving else not_in_sync(watcher, now)
+        last = watcher.last_sync_at
         body = {
-            "status": "serving" if serving else "stopping",
+            "status": "serving" if reason is None else "stopping" if not serving else "degraded",
+            "reason": reason,
             "registry": {
-                "state": self._watcher.state.value,
-                "in_sync": self._watcher.in_sync,
-                "endpoint": str(self._watcher.endpoint),
+                "state": watcher.state.value,
+                "alive": watcher.alive,
+                "in_sync": watcher.in_sync,
+                "last_sync_age": None if last is None else round(now - last, 3),
+                "last_error": last_error(watcher),
+                "endpoint": str(watcher.endpoint),
             },
             "services": len(frontends),
             "listening": sum(1 for f in frontends.values() if f.listening),
             "connections": self._listeners.active,
         }
-        request.setResponseCode(200 if serving else 503)
+        request.setResponseCode(200 if reason is None else 503)
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-cache")
         return json.dumps(body).encode() + b"\n"
@@ -90,27 +124,36 @@ class StatsView(Resource):
 
     isLeaf = True
 
-    def __init__(self, sources: StatsSources, options: frozenset[str]) -> None:
+    def __init__(
+        self, sources: StatsSources, snapshots: Snapshots, options: frozenset[str]
+    ) -> None:
         super().__init__()
         self._sources = sources
+        self._snapshots = snapshots
         self._options = options
         self._view = View(hide_down="up" in options, refresh="norefresh" not in options)
 
-    def render_GET(self, request: Request) -> bytes | int:
-        state = self._sources.state()
-        rows = build_rows(state)
+    def render_GET(self, request: Request) -> bytes:
+        snapshot = self._snapshots.current()
         request.setHeader(b"cache-control", b"no-cache")
         if "json" in self._options:
             request.setHeader(b"content-type", b"application/json")
-            return to_json(rows)
+            return snapshot.body("json", lambda s: to_json(s.rows))
         if self._view.refresh:
             request.setHeader(b"refresh", str(REFRESH).encode())
         if "csv" in self._options:
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-            return to_csv(rows)
+            return snapshot.body("csv", lambda s: to_csv(s.rows))
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        renderElement(request, StatsPage(state, rows, self._view))
-        return NOT_DONE_YET
+        return snapshot.body(self._view, self._page)
+
+    def _page(self, snapshot: Snapshot) -> bytes:
+        """The page, flattened at once: the element waits on nothing."""
+        flattened: list[bytes] = []
+        flattenString(None, StatsPage(snapshot.state, snapshot.rows, self._view)).addCallback(
+            flattened.append
+        )
+        return b"<!DOCTYPE html>\n" + flattened[0]
 
     def render_POST(self, request: Request) -> bytes:
         """Apply ``action`` to the servers ``s`` of service ``b``, then go back to the page."""
@@ -126,6 +169,7 @@ class StatsView(Resource):
             apply_action(self._sources.listeners, service, servers, action)
         except AdminError as e:
             return _text(request, 400, str(e))
+        self._snapshots.invalidate()
         request.setResponseCode(303)
         request.setHeader(b"location", self._view.path().encode())
         return b""
@@ -159,10 +203,17 @@ class StatsRoot(Resource):
     def __init__(self, sources: StatsSources) -> None:
         super().__init__()
         self.sources = sources
+        self.snapshots = Snapshots(sources.clock, sources.state)
         auth = sources.config.stats_auth
         self._credentials = None if auth is None else (auth[0].encode(), auth[1].encode())
-        self.putChild(b"health", HealthResource(sources.watcher, sources.listeners))
-        self.putChild(b"metrics", MetricsResource(metrics_registry(sources.state)))
+        self.putChild(b"health", HealthResource(sources.clock, sources.watcher, sources.listeners))
+        self.putChild(
+            b"metrics",
+            MetricsResource(
+                metrics_registry(self.snapshots.state, lambda: self.snapshots.current().rows),
+                self.snapshots.current,
+            ),
+        )
 
     def getChildWithDefault(self, path: bytes, request: Request) -> IResource:
         if path != b"health" and not self._authorized(request):
@@ -175,7 +226,7 @@ class StatsRoot(Resource):
         options = frozenset(path.decode("ascii", "replace").split(";")[1:])
         if request.postpath or not options <= {"csv", "json", "up", "norefresh"}:
             return notFound()
-        return StatsView(self.sources, options)
+        return StatsView(self.sources, self.snapshots, options)
 
     def _authorized(self, request: Request) -> bool:
         if self._credentials is None:

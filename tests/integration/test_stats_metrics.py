@@ -8,12 +8,14 @@ live traffic the way Prometheus's would.
 from __future__ import annotations
 
 from itertools import pairwise
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import treq
 from prometheus_client.parser import text_string_to_metric_families
-from twisted.internet import defer
+from twisted.internet import defer, reactor, task
+from twisted.internet.interfaces import IReactorTime
 
+from ddiscover.stats.snapshot import MAX_AGE
 from tests.integration.backends import InProcessBackend
 from tests.integration.harness import InProcessTestCase
 from tests.integration.support import eventually, free_port, greeting
@@ -51,9 +53,14 @@ class MetricsScrapeTests(InProcessTestCase):
             if sample.name.startswith("ddiscover_")
         }
 
+    async def next_snapshot(self) -> None:
+        """Wait out the stats snapshot's lifetime, so the next scrape reads the live parts."""
+        await task.deferLater(cast(IReactorTime, reactor), MAX_AGE + 0.1, lambda: None)
+
     async def test_counters_rise_during_traffic_and_removed_backends_vanish(self) -> None:
         """Every counter only goes up across scrapes under load; a deregistered backend's
-        series are gone from the next scrape after the catalog drops it."""
+        series are gone from the first scrape of a snapshot taken after the catalog drops it
+        (scrapes within a second share one snapshot)."""
         one, two = InProcessBackend.started(self, "one"), InProcessBackend.started(self, "two")
         self.register("web", self.port, b1=one.address, b2=two.address)
         await self.all_up(one.address, two.address)
@@ -69,6 +76,7 @@ class MetricsScrapeTests(InProcessTestCase):
         while not traffic.called:
             scrapes.append(await self.scrape())
         await traffic
+        await self.next_snapshot()
         scrapes.append(await self.scrape())
         counters = [key for key in scrapes[-1] if key[0].endswith("_total")]
         self.assertIn(
@@ -83,6 +91,7 @@ class MetricsScrapeTests(InProcessTestCase):
 
         self.etcd.delete("/backends/web/b2")
         await eventually(lambda: len(self.watcher.catalog.services["web"].backends) == 1)
+        await self.next_snapshot()
         series = await self.scrape()
         self.assertFalse([key for key in series if ("server", "b2") in key[1]])
         self.assertTrue([key for key in series if ("server", "b1") in key[1]])

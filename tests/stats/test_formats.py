@@ -52,7 +52,7 @@ class CSVTests(SynchronousTestCase):
         self.assertEqual(names[103], "-")
         self.assertEqual(
             names[104:],
-            ["ddiscover_key", "ddiscover_ttl", "ddiscover_seen", "ddiscover_admin",
+            ["ddiscover_key", "ddiscover_ttl_read", "ddiscover_read_age", "ddiscover_admin",
              "ddiscover_reason"],
         )  # fmt: skip
 
@@ -101,7 +101,7 @@ class CSVTests(SynchronousTestCase):
             "mode": "tcp",
             "-": "",
             "ddiscover_key": "/backends/web/d-down",
-            "ddiscover_ttl": "12",
+            "ddiscover_ttl_read": "15",
             "ddiscover_admin": "READY",
         }
         self.assertEqual({name: down[name] for name in expected}, expected)

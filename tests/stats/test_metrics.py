@@ -10,11 +10,13 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from treq.testing import StubTreq
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from ddiscover.loop_lag import LoopLagProbe
 from ddiscover.stats.metrics import MetricsResource, metrics_registry
 from ddiscover.stats.state import StatsState
-from tests.stats import fixed_state
+from tests.stats import Running, fixed_state
 
 
 def scrape(state: StatsState) -> dict[str, list[Sample]]:
@@ -58,7 +60,7 @@ class MetricsTests(SynchronousTestCase):
             0.001,
         )
         self.assertEqual(
-            value(self.families["ddiscover_server_registry_ttl_seconds"], server="a-up"), 12
+            value(self.families["ddiscover_server_registry_ttl_read_seconds"], server="a-up"), 15
         )
 
     def test_server_status_is_a_state_set(self) -> None:
@@ -175,3 +177,35 @@ class MetricsResourceTests(SynchronousTestCase):
         [content_type] = response.headers.getRawHeaders("content-type")
         self.assertTrue(content_type.startswith("application/openmetrics-text"))
         self.assertTrue(self.successResultOf(response.text()).endswith("# EOF\n"))
+
+
+class LoopLagTests(SynchronousTestCase):
+    """The event-loop lag probe's histogram and maximum."""
+
+    def test_histogram_and_max(self) -> None:
+        """``ddiscover_process_loop_lag_seconds`` has Prometheus buckets, sum and count."""
+        probe = LoopLagProbe(Clock())
+        for lag in (0.0005, 0.003, 0.2):
+            probe.histogram.observe(lag)
+        process = attrs.evolve(fixed_state().process, loop_lag=probe.reading())
+        families = scrape(fixed_state(process=process))
+        samples = families["ddiscover_process_loop_lag_seconds"]
+        self.assertEqual(value(samples, le="0.001"), 1)
+        self.assertEqual(value(samples, le="0.005"), 2)
+        self.assertEqual(value(samples, le="+Inf"), 3)
+        (count,) = [s.value for s in samples if s.name.endswith("_count")]
+        (total,) = [s.value for s in samples if s.name.endswith("_sum")]
+        self.assertEqual(count, 3)
+        self.assertAlmostEqual(total, 0.2035)
+        (peak,) = families["ddiscover_process_loop_lag_max_seconds"]
+        self.assertEqual(peak.value, 0.2)
+
+    def test_served_by_a_running_ddiscover(self) -> None:
+        """ddiscover runs the probe with its stats port; a stall shows on the page and metrics."""
+        running = Running(self)  # Its setup advances the clock 10 s at once: one 9.9 s lag.
+        running.reactor.advance(0.1)
+        running.reactor.advance(0.5)
+        text = running.get("/metrics")[2]
+        self.assertIn('ddiscover_process_loop_lag_seconds_bucket{le="0.5"} 3.0', text)
+        self.assertIn("ddiscover_process_loop_lag_max_seconds 9.89", text)
+        self.assertIn("event-loop lag = </b>400.0 ms now; max 9900.0 ms", running.get("/")[2])

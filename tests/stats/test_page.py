@@ -86,6 +86,24 @@ class PageTests(SynchronousTestCase):
         self.assertIn("&lt;script&gt;alert('x')&lt;/script&gt;", html)
         self.assertIn("data-server=\"&lt;script&gt;alert('x')&lt;/script&gt;\"", html)
 
+    def test_huge_values_are_cut(self) -> None:
+        """A 1 MB name, server id, key and reason render as a short page, still escaped."""
+        huge = "<" + "x" * 10**6
+        state = fixed_state()
+        web = state.services[2]
+        server = attrs.evolve(
+            web.servers[0],
+            backend=attrs.evolve(web.servers[0].backend, id=huge),
+            key=attrs.evolve(web.servers[0].key, path=huge),
+        )
+        hostile = attrs.evolve(
+            web, name=huge, servers=(server,), rejections=(Rejection(huge, huge),)
+        )
+        html = self.render(attrs.evolve(state, services=(hostile,)))
+        self.assertLess(len(html), 40_000)
+        self.assertIn("(1000001 bytes)", html)
+        self.assertNotIn("<x", html)
+
     def test_views(self) -> None:
         """``;up`` hides DOWN servers, and each link keeps the other option."""
         html = self.render(fixed_state(), View(hide_down=True, refresh=False))

@@ -95,8 +95,8 @@ class BuildRowsTests(SynchronousTestCase):
         )
         self.assertEqual((down.econ, down.wredis, down.lastsess), (1, 2, -1))
         self.assertEqual(
-            (up.ddiscover_key, up.ddiscover_ttl, up.ddiscover_seen, up.ddiscover_admin),
-            ("/backends/web/a-up", 15 - 3, 3, "READY"),
+            (up.ddiscover_key, up.ddiscover_ttl_read, up.ddiscover_read_age, up.ddiscover_admin),
+            ("/backends/web/a-up", 15, 3, "READY"),
         )
         self.assertEqual(up.addr, "10.0.0.1:9001")
         self.assertEqual(self.web["e-drained"].weight, 0)

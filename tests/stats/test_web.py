@@ -53,8 +53,8 @@ class PageTests(SynchronousTestCase):
         self.assertEqual(
             [line.split(",")[1] for line in lines[1:]], ["FRONTEND", "a1", "a2", "BACKEND"]
         )
-        # Set with a 30 s TTL 10.2 s ago, read then.
-        self.assertIn(",/backends/web/a1,19,10,READY,,", lines[2])
+        # Set with a 30 s TTL 10.2 s ago, read then: the TTL as read, not a countdown.
+        self.assertIn(",/backends/web/a1,30,10,READY,,", lines[2])
 
     def test_json(self) -> None:
         """``;json`` is application/json in haproxy's shape."""
