@@ -8,11 +8,14 @@ import datetime
 import os
 import platform
 import resource
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -264,3 +267,14 @@ def prepare_process() -> None:
         except (ValueError, OSError):
             continue
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str) -> Iterator[Path]:
+    """A fresh directory for logs and configs; removed at the end unless DDBENCH_KEEP is set."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield work
+    finally:
+        if not os.environ.get("DDBENCH_KEEP"):
+            shutil.rmtree(work, ignore_errors=True)
