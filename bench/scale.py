@@ -72,7 +72,7 @@ class Loops:
             proc = self.running.pop(name)
             if stop:
                 proc.send_signal(signal.SIGTERM)
-            out, err = proc.communicate(timeout=120)
+            out, err = proc.communicate(timeout=300)  # a probe may wait STALL s
             try:
                 results[name] = json.loads(out)
             except ValueError:
@@ -100,7 +100,7 @@ def check_ports(port0: int, count: int, addr: str) -> None:
 def servers_up(stats_port: int) -> int:
     """How many servers the stats CSV (haproxy's ``show stat`` format) says are UP."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{stats_port}/;csv", timeout=10) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{stats_port}/;csv", timeout=120) as r:
             text = r.read().decode(errors="replace")
     except (OSError, http.client.HTTPException):
         return 0
@@ -232,7 +232,7 @@ class Scale:
         conn = http.client.HTTPConnection("127.0.0.1", self.etcd.client_port, timeout=10)
         for k in range(args.new_services):
             time.sleep(gap / 2)
-            opened.append(self._new_service(conn, k))
+            opened.append(self._new_service(conn, k, limit=max(gap, 5.0)))
             time.sleep(gap / 2)
         conn.close()
         out = self.loops.collect("lag", "scrape", "request")
@@ -247,15 +247,18 @@ class Scale:
         )
         return out
 
-    def _new_service(self, conn: http.client.HTTPConnection, k: int) -> dict[str, Any]:
-        """Backends first, then the port key; seconds until it accepts and forwards."""
+    def _new_service(
+        self, conn: http.client.HTTPConnection, k: int, limit: float
+    ) -> dict[str, Any]:
+        """Backends first, then the port key; seconds until it accepts and forwards (None if
+        not within ``limit`` s)."""
         name, port = f"{PREFIX}/new{k}", self.service_port0 + self.args.services + k
         for j, addr in enumerate(BACKEND_ADDRS[: self.args.backends]):
             v2_write(conn, f"{name}/b{j}", {"value": f"{addr}:{self.backend_port0 + k}"})
         written = time.monotonic()
         v2_write(conn, f"{name}/port", {"value": str(port)})
         accept = forward = None
-        while time.monotonic() - written < 30 and forward is None:
+        while time.monotonic() - written < limit and forward is None:
             if accept is None and _accepts(port):
                 accept = time.monotonic() - written
             if accept is not None and _forwards(port):
@@ -294,7 +297,7 @@ class Scale:
             up = servers_up(stats_port)
             if up >= want:
                 break
-            time.sleep(0.5)
+            time.sleep(2.0)  # one CSV at a time, rarely: on a stalled proxy each costs a lot
         took = time.monotonic() - start
         ready = took if up >= want else None
         system.log(f"{name}: {up} of {want} backends UP {took:.1f}s after start")

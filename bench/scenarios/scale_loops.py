@@ -27,6 +27,9 @@ from collections.abc import Callable
 from typing import Any
 
 LAG_METRIC = "ddiscover_process_loop_lag_seconds"
+#: How long a probe waits for an answer: long, so that a stalled reactor shows as a long
+#: round trip (and never as a pile of abandoned requests it still has to serve).
+STALL = 120.0
 
 
 def percentiles(values: list[float]) -> dict[str, float | int | None]:
@@ -96,7 +99,7 @@ def _paced(stop: Stop, interval: float, step: Callable[[], None]) -> None:
 def lag_loop(stop: Stop, host: str, port: int, path: str, interval: float) -> dict[str, Any]:
     rtts: list[float] = []
     errors = 0
-    conn = http.client.HTTPConnection(host, port, timeout=5)
+    conn = http.client.HTTPConnection(host, port, timeout=STALL)
 
     def step() -> None:
         nonlocal conn, errors
@@ -107,7 +110,7 @@ def lag_loop(stop: Stop, host: str, port: int, path: str, interval: float) -> di
         except (OSError, http.client.HTTPException):
             errors += 1
             conn.close()
-            conn = http.client.HTTPConnection(host, port, timeout=5)
+            conn = http.client.HTTPConnection(host, port, timeout=STALL)
             return
         rtts.append((time.perf_counter() - start) * 1000)
 
@@ -126,7 +129,7 @@ def request_loop(stop: Stop, host: str, port0: int, count: int, interval: float)
         turn += 1
         start = time.perf_counter()
         try:
-            with socket.create_connection((host, port), timeout=5) as s:
+            with socket.create_connection((host, port), timeout=STALL) as s:
                 s.sendall(b"PING\n")
                 data = b""
                 while more := s.recv(64):
@@ -154,7 +157,7 @@ def scrape_loop(stop: Stop, host: str, port: int, interval: float, paths: list[s
         for path in paths:
             start = time.perf_counter()
             try:
-                conn = http.client.HTTPConnection(host, port, timeout=10)
+                conn = http.client.HTTPConnection(host, port, timeout=STALL)
                 conn.request("GET", path)
                 response = conn.getresponse()
                 body = response.read()
