@@ -39,7 +39,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 
 from bench.harness import system  # noqa: E402
-from bench.harness.proxies import HAPROXY_CONF, MAXCONN  # noqa: E402
+from bench.harness.proxies import HAPROXY_CONF  # noqa: E402
 from bench.scenarios.scale_loops import v2_write  # noqa: E402
 from bench.scenarios.scale_report import report  # noqa: E402
 from tests.integration.etcd import EtcdProcess  # noqa: E402
@@ -307,7 +307,11 @@ class Scale:
         args = self.args
         stats_port, sock = system.free_port(), self.work / "haproxy.sock"
         head = HAPROXY_CONF.format(
-            maxconn=MAXCONN, sock=sock, stats=stats_port, session_logging="option dontlog-normal"
+            # 2 fds a connection, plus 1,000 listeners and 5,000 checks, within 20,000 fds.
+            maxconn=4000,
+            sock=sock,
+            stats=stats_port,
+            session_logging="option dontlog-normal",
         )
         lines = [head + HAPROXY_STATS]
         for i in range(args.services):
@@ -372,6 +376,7 @@ def main(argv: list[str]) -> int:
         try:
             run.setup()
             run.result["ddiscover"] = run.ddiscover()
+            out_path.write_text(json.dumps(run.result, indent=1))  # kept if haproxy fails
             if not args.no_haproxy:
                 run.result["haproxy"] = run.haproxy()
         finally:
