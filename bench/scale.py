@@ -72,7 +72,12 @@ class Loops:
             proc = self.running.pop(name)
             if stop:
                 proc.send_signal(signal.SIGTERM)
-            out, err = proc.communicate(timeout=300)  # a probe may wait STALL s
+            try:
+                out, err = proc.communicate(timeout=300)  # a probe may wait STALL s
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
+                err += f"\n{name}: still waiting for the proxy 300 s after its phase"
             try:
                 results[name] = json.loads(out)
             except ValueError:
@@ -353,6 +358,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--port-base", type=int, default=20000)
     p.add_argument("--no-haproxy", action="store_true")
+    p.add_argument("--no-ddiscover", action="store_true", help="haproxy's figures only")
     p.add_argument("--python", default=sys.executable, help="python that runs ddiscover")
     args = p.parse_args(argv)
     quick = args.quick
@@ -375,8 +381,9 @@ def main(argv: list[str]) -> int:
         run = Scale(args, work)
         try:
             run.setup()
-            run.result["ddiscover"] = run.ddiscover()
-            out_path.write_text(json.dumps(run.result, indent=1))  # kept if haproxy fails
+            if not args.no_ddiscover:
+                run.result["ddiscover"] = run.ddiscover()
+                out_path.write_text(json.dumps(run.result, indent=1))  # kept if haproxy fails
             if not args.no_haproxy:
                 run.result["haproxy"] = run.haproxy()
         finally:

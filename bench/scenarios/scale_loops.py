@@ -155,6 +155,8 @@ def scrape_loop(stop: Stop, host: str, port: int, interval: float, paths: list[s
     def step() -> None:
         nonlocal errors
         for path in paths:
+            if stop:
+                return
             start = time.perf_counter()
             try:
                 conn = http.client.HTTPConnection(host, port, timeout=STALL)
