@@ -1,0 +1,1 @@
+"""ddiscover's benchmarks: the harness that starts processes, and the measured scenarios."""

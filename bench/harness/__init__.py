@@ -1,0 +1,1 @@
+"""What every benchmark needs: processes, /proc readings, the backends and the proxies."""
