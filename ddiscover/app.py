@@ -6,6 +6,7 @@ the endpoint factory for health checks), so tests build the same tree on fakes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import cast
 
 from twisted.application import strports
@@ -148,9 +149,11 @@ def build_service(
     # drain), health, stats, the etcd connection pool.
     root = _OrderedStop()
     children: list[tuple[str, Service]] = []
+    forget_connections: Callable[[], object] | None = None
     if http is None:
         http, pool = build_http_client(tcp, config.etcd_access.tls, config.etcd_timeout)
         _HTTPPoolService(pool).setServiceParent(root)
+        forget_connections = pool.closeCachedConnections
     checker = HealthChecker(
         clock,
         endpoint_for or tcp_endpoint_factory(tcp),
@@ -170,6 +173,7 @@ def build_service(
         request_timeout=config.etcd_timeout,
         watch_timeout=config.watch_timeout,
         credentials=config.etcd_access.credentials,
+        forget_connections=forget_connections or (lambda: None),
     )
     watcher = RegistryWatcher(
         client,

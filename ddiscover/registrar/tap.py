@@ -124,6 +124,7 @@ def makeService(options: Options) -> IService:
         options.endpoints,
         request_timeout=5.0,
         credentials=options.access.credentials,
+        forget_connections=pool.closeCachedConnections,
     )
     registrar = Registrar(
         etcd,

@@ -7,7 +7,7 @@ logs the answer; from then on every call goes to the chosen client.  etcd 3.4 wi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from hyperlink import URL
 from twisted.internet.interfaces import IReactorTime
@@ -92,13 +92,20 @@ def registry_client(
     request_timeout: float,
     watch_timeout: float,
     credentials: Credentials | None = None,
+    forget_connections: Callable[[], object] = lambda: None,
 ) -> RegistryClient:
     """The client for ``api`` (``"auto"``, ``"v2"`` or ``"v3"``), built on ``http``.
 
-    Detection and both clients share one :class:`EtcdHTTP`, so they share its failover too.
+    Detection and both clients share one :class:`EtcdHTTP`, so they share its failover too;
+    ``forget_connections`` drops ``http``'s kept-alive connections after a failure.
     """
     etcd = EtcdHTTP(
-        http, clock, endpoints, request_timeout=request_timeout, credentials=credentials
+        http,
+        clock,
+        endpoints,
+        request_timeout=request_timeout,
+        credentials=credentials,
+        forget_connections=forget_connections,
     )
     v3 = EtcdV3Client(etcd, prefix, watch_timeout)
     v2 = EtcdV2Client(etcd, prefix, watch_timeout)

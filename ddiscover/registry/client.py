@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from hyperlink import URL
@@ -176,6 +176,7 @@ class EtcdHTTP:
         request_timeout: float,
         credentials: Credentials | None = None,
         max_body: int = 64 * 1024 * 1024,
+        forget_connections: Callable[[], object] = lambda: None,
     ) -> None:
         if not endpoints:
             raise ValueError("at least one etcd endpoint is needed")
@@ -187,6 +188,7 @@ class EtcdHTTP:
         self._current = 0
         self._credentials = credentials
         self._token: str | None = None
+        self._forget_connections = forget_connections
 
     @property
     def endpoint(self) -> URL:
@@ -196,7 +198,14 @@ class EtcdHTTP:
     def unavailable(
         self, endpoint: URL, problem: str, code: int | None = None
     ) -> RegistryUnavailable:
-        """Note that ``endpoint`` failed, so the next request tries the next one."""
+        """Note that ``endpoint`` failed, so the next request tries the next one, on a new
+        connection.
+
+        The kept-alive connections are dropped too: after a reply that was not what it said
+        (a body longer than its Content-Length leaves bytes behind, and Twisted returns the
+        connection to its pool all the same), the next request must not go out on one.
+        """
+        self._forget_connections()
         if self.endpoint == endpoint:
             self._current = (self._current + 1) % len(self._endpoints)
             self._token = None

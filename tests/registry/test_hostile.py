@@ -252,6 +252,26 @@ class V2HostileTests(HostileCase):
                 problem = self.problem(run(self.client.snapshot()))
                 self.assertTrue(problem.startswith(expected), problem)
 
+    def test_failure_forgets_kept_alive_connections(self) -> None:
+        """After a reply that was not what it said, the pool's kept-alive connections are
+        dropped, so the next request does not go out on one a bad reply left bytes on."""
+        forgotten: list[None] = []
+        http: HTTPClientLike = self.stub  # type: ignore[assignment]
+        etcd = EtcdHTTP(
+            http,
+            self.clock,
+            (ENDPOINT,),
+            request_timeout=5.0,
+            forget_connections=lambda: forgotten.append(None),
+        )
+        client = EtcdV2Client(etcd, "/backends", watch_timeout=60.0)
+        self.etcd.fail_next(200, b"{not json")
+        self.problem(run(client.snapshot()))
+        self.assertEqual(len(forgotten), 1)
+        self.stub.flush()
+        self.successResultOf(run(client.snapshot()))
+        self.assertEqual(len(forgotten), 1)
+
     def test_html_503_rotates(self) -> None:
         """An HTML 503 from a proxy in front of etcd is unavailability."""
         self.etcd.fail_next(503, HTML_503, etcd_headers=False)
