@@ -221,7 +221,9 @@ class _Armed:
 
 
 class EtcdFront(protocol.ServerFactory):
-    """The front: listen with :meth:`started`, arm with :meth:`fail`, read :attr:`served`."""
+    """The front: :meth:`listen`, arm with :meth:`fail`, read :attr:`served`."""
+
+    noisy = False
 
     def __init__(self, etcd_url: str) -> None:
         hostport = etcd_url.split("://", 1)[-1].rstrip("/")
