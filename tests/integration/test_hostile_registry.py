@@ -48,6 +48,8 @@ def _get_health(port: int) -> dict[str, Any]:
 
 
 class _HostileBase(InProcessTestCase):
+    #: Only the concrete classes per API are collected, not these bases.
+    __test__ = False
     timeout = 60
     settings: ClassVar[dict[str, Any]] = {"check_interval": 0.2, "rise": 1, "watch_timeout": 2.0}
 
@@ -146,11 +148,15 @@ for _fault in Fault:
 class V2FaultTests(_FaultMixin):
     """The faults, against etcd's v2 API."""
 
+    __test__ = True
+
     api = "v2"
 
 
 class V3FaultTests(_FaultMixin):
     """The faults, against etcd's v3 JSON gateway."""
+
+    __test__ = True
 
     api = "v3"
 
@@ -211,10 +217,14 @@ class _DataMixin(_HostileBase):
 class V2DataTests(_DataMixin):
     """Hostile data through etcd's v2 API."""
 
+    __test__ = True
+
     api = "v2"
 
 
 class V3DataTests(_DataMixin):
     """Hostile data through etcd's v3 API."""
+
+    __test__ = True
 
     api = "v3"
