@@ -27,15 +27,14 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
-from twisted.web.template import flattenString
 
 from ddiscover.proxy.listeners import Listeners
 from ddiscover.registry.watcher import RegistryWatcher, WatchState
 from ddiscover.stats.admin import AdminError, apply_action
 from ddiscover.stats.formats import to_csv, to_json
 from ddiscover.stats.metrics import MetricsResource, metrics_registry
-from ddiscover.stats.page import StatsPage, View
-from ddiscover.stats.snapshot import Snapshot, Snapshots
+from ddiscover.stats.page import View, render_page
+from ddiscover.stats.snapshot import Snapshots
 from ddiscover.stats.state import StatsSources, last_error
 
 REFRESH = 5
@@ -145,15 +144,7 @@ class StatsView(Resource):
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             return snapshot.body("csv", lambda s: to_csv(s.rows))
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        return snapshot.body(self._view, self._page)
-
-    def _page(self, snapshot: Snapshot) -> bytes:
-        """The page, flattened at once: the element waits on nothing."""
-        flattened: list[bytes] = []
-        flattenString(None, StatsPage(snapshot.state, snapshot.rows, self._view)).addCallback(
-            flattened.append
-        )
-        return b"<!DOCTYPE html>\n" + flattened[0]
+        return snapshot.body(self._view, lambda s: render_page(s.state, s.rows, self._view))
 
     def render_POST(self, request: Request) -> bytes:
         """Apply ``action`` to the servers ``s`` of service ``b``, then go back to the page."""
