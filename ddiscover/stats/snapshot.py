@@ -16,7 +16,7 @@ readers all went away stops being made (and is made anew for the next one).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
@@ -143,6 +143,8 @@ class Snapshots:
     clock: IReactorTime
     read: Callable[[], StatsState]
     max_age: float = MAX_AGE
+    #: ``read`` in steps (yielding between them, returning the state), when it has them.
+    read_steps: Callable[[], Generator[None, None, StatsState]] | None = None
     _current: Snapshot | None = None
     _cooperator: Cooperator | None = None
     _building: list[Deferred[Snapshot]] | None = None
@@ -184,7 +186,10 @@ class Snapshots:
         holder: list[StatsState] = []
 
         def steps() -> Iterator[None]:
-            holder.append(self.read())
+            if self.read_steps is None:
+                holder.append(self.read())
+            else:
+                holder.append((yield from self.read_steps()))
             yield None
             for part in row_slices(holder[0]):
                 rows.extend(part)

@@ -195,7 +195,7 @@ class StatsRoot(Resource):
     def __init__(self, sources: StatsSources) -> None:
         super().__init__()
         self.sources = sources
-        self.snapshots = Snapshots(sources.clock, sources.state)
+        self.snapshots = Snapshots(sources.clock, sources.state, read_steps=sources.read_steps)
         auth = sources.config.stats_auth
         self._credentials = None if auth is None else (auth[0].encode(), auth[1].encode())
         self.putChild(b"health", HealthResource(sources.clock, sources.watcher, sources.listeners))

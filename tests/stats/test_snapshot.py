@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Generator
+
 import attrs
 from prometheus_client import generate_latest
 from twisted.internet.error import ConnectionDone
@@ -12,7 +14,7 @@ from twisted.web.resource import getChildForRequest
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 
-from ddiscover.stats import formats, metrics, page, rows
+from ddiscover.stats import formats, metrics, page, rows, state
 from ddiscover.stats.formats import to_csv, to_json
 from ddiscover.stats.metrics import metrics_registry
 from ddiscover.stats.page import View, render_page
@@ -96,6 +98,7 @@ class SlicedTests(SynchronousTestCase):
         # Slices of a row or service each, so the harness's few servers make many.
         self.patch(formats, "SLICE", 1)
         self.patch(rows, "SLICE", 1)
+        self.patch(state, "SLICE", 1)
         self.patch(page, "_SLICE", 1)
         self.patch(metrics, "_SAMPLES", 2)
         self.clock.advance(1.5)  # The harness's snapshot is now too old.
@@ -158,8 +161,14 @@ class SlicedTests(SynchronousTestCase):
         """Requests during a build share it and its body; each gets the whole body."""
         reads: list[float] = []
         snapshots = self.running.root.snapshots
-        read = snapshots.read
-        snapshots.read = lambda: reads.append(self.clock.seconds()) or read()  # type: ignore[func-returns-value]
+        steps = snapshots.read_steps
+        assert steps is not None
+
+        def read_steps() -> Generator[None, None, StatsState]:
+            reads.append(self.clock.seconds())
+            return (yield from steps())
+
+        snapshots.read_steps = read_steps
         first = self.start("/;csv")
         self.clock.callLater(0, lambda: None)
         second = self.start("/;csv")
