@@ -4,9 +4,11 @@ ddiscover is built by ``build_service`` on fakes (``tests.fake_etcd``, a memory 
 check endpoints that all succeed), so the numbers are the stats code alone: no etcd, no
 sockets.  Each request goes through the real stats resource with a ``DummyRequest``; the
 bench times every reactor turn the request needs (the request itself, then each iteration
-of the calls due at the same instant, as a sliced render schedules them), and reports per path the
-total reactor time and the longest turn, for a cold request (its snapshot older than its
-lifetime) and a warm one (another request within the same second).
+of the calls due at the same instant, as a sliced render schedules them), and reports per
+path the total reactor time, the longest turn (median over the repeats; ``worst_turn_ms``
+the worst, often a garbage collection of the whole heap), the turns and those over 20 ms,
+for a cold request (its snapshot older than its lifetime) and a warm one (another request
+within the same second).
 
 Usage: ``.venv/bin/python bench/stats_render.py [--services 1000] [--backends 5]
 [--repeat 5]``; run it on an older checkout with ``PYTHONPATH=<checkout>`` to compare.
@@ -89,8 +91,10 @@ def one_turn(reactor: PortsReactor) -> None:
         call.func(*call.args, **call.kw)
 
 
-def one_request(reactor: PortsReactor, root: Resource, path: str) -> tuple[float, float, int]:
-    """Total reactor seconds, longest turn, and body bytes of one GET of ``path``.
+def one_request(
+    reactor: PortsReactor, root: Resource, path: str
+) -> tuple[float, float, int, int, int]:
+    """Total reactor seconds, longest turn, body bytes, turns, turns over 20 ms of a GET.
 
     A ``DummyRequest`` collects the body, so what is timed is the stats code's own work,
     not the socket's; the first turn includes the resource traversal.
@@ -114,7 +118,8 @@ def one_request(reactor: PortsReactor, root: Resource, path: str) -> tuple[float
         start = time.perf_counter()
         one_turn(reactor)
         turns.append(time.perf_counter() - start)
-    return sum(turns), max(turns), sum(len(chunk) for chunk in request.written)
+    slow = sum(1 for turn in turns if turn > 0.02)
+    return sum(turns), max(turns), sum(len(c) for c in request.written), len(turns), slow
 
 
 def main() -> None:
@@ -127,8 +132,8 @@ def main() -> None:
     gc.collect()
     report: dict[str, Any] = {"services": args.services, "backends": args.backends}
     for path in PATHS:
-        cold: list[tuple[float, float, int]] = []
-        warm: list[tuple[float, float, int]] = []
+        cold: list[tuple[float, float, int, int, int]] = []
+        warm: list[tuple[float, float, int, int, int]] = []
         for _ in range(args.repeat):
             reactor.advance(1.5)
             cold.append(one_request(reactor, root, path))
@@ -136,7 +141,10 @@ def main() -> None:
         report[path] = {
             kind: {
                 "total_ms": round(statistics.median(r[0] for r in runs) * 1000, 1),
-                "longest_turn_ms": round(max(r[1] for r in runs) * 1000, 1),
+                "longest_turn_ms": round(statistics.median(r[1] for r in runs) * 1000, 1),
+                "worst_turn_ms": round(max(r[1] for r in runs) * 1000, 1),
+                "turns": runs[-1][3],
+                "turns_over_20ms": sum(r[4] for r in runs),
                 "bytes": runs[-1][2],
             }
             for kind, runs in (("cold", cold), ("warm", warm))
