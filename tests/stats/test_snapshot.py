@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
+from typing import cast
 
 import attrs
 from prometheus_client import generate_latest
@@ -11,7 +12,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import getChildForRequest
-from twisted.web.server import NOT_DONE_YET
+from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.test.requesthelper import DummyRequest
 
 from ddiscover.stats import formats, metrics, page, rows, state
@@ -213,3 +214,22 @@ class SlicedTests(SynchronousTestCase):
         result = getChildForRequest(self.running.root, request).render(request)
         assert isinstance(result, bytes)
         return result
+
+    def test_a_body_that_fails_ends_its_requests(self) -> None:
+        """A bug in a body's making is logged; its readers are ended, the next try anew."""
+        snapshot = self.running.root.snapshots.current()
+
+        def broken(_: object) -> Iterator[bytes]:
+            yield b"first"
+            raise ValueError("broken slice")
+
+        request = DummyRequest([b""])
+        snapshot.stream("broken", broken, cast(Request, request))
+        self.clock.advance(0)
+        self.assertTrue(request.finished)
+        self.assertEqual(request.written, [b"first"])
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        again = DummyRequest([b""])
+        snapshot.stream("broken", lambda _: iter([b"fixed"]), cast(Request, again))
+        self.clock.advance(0)
+        self.assertEqual((again.finished, again.written), (1, [b"fixed"]))
