@@ -11,8 +11,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
-from typing import Any
+import operator
+from collections.abc import Iterable, Iterator, Sequence
+
+import attrs
 
 from ddiscover.stats.rows import EXTRA_FIELDS, HAPROXY_FIELDS, KIND_NAMES, Row
 
@@ -80,43 +82,82 @@ _TAGS: dict[str, tuple[str, str, str]] = {
 }
 
 
+# The fields a Row has, by position: every other field is empty on every row.
+_ROW_FIELDS = frozenset(field.name for field in attrs.fields(Row))
+_PRESENT = tuple((pos, name) for pos, name in enumerate(FIELDS) if name in _ROW_FIELDS)
+_values = operator.attrgetter(*(name for _, name in _PRESENT))
+_EMPTY = [""] * len(FIELDS)
+
+# Per present field, what follows the row's ids in its JSON object, up to its value.
+_JSON_TAILS = tuple(
+    ", "
+    + json.dumps({"pos": pos, "name": name}).join(('"field": ', ', "processNum": 1, '))
+    + '"tags": '
+    + json.dumps({"origin": _TAGS[name][0], "nature": _TAGS[name][1], "scope": "Process"})
+    + f', "value": {{"type": "{_TAGS[name][2]}", "value": '
+    for pos, name in _PRESENT
+)
+_JSON_HEADS = {kind: f'{{"objType": "{name}", "proxyId": ' for kind, name in KIND_NAMES.items()}
+
+#: Rows rendered per slice of a body (see :func:`csv_slices`).
+SLICE = 200
+
+
 def _cell(value: int | str | None) -> str:
     """One CSV field: empty for ``None``; quoted (quotes doubled) only when it has to be."""
     if value is None:
         return ""
+    if type(value) is int:
+        return str(value)
     text = str(value)
     if any(c in text for c in ',"\r\n'):
         return '"' + text.replace('"', '""') + '"'
     return text
 
 
+def _csv_line(row: Row) -> str:
+    cells = _EMPTY.copy()
+    for (pos, _), value in zip(_PRESENT, _values(row), strict=True):
+        if value is not None:
+            cells[pos] = _cell(value)
+    return ",".join(cells) + ",\n"
+
+
+def csv_slices(rows: Sequence[Row]) -> Iterator[bytes]:
+    """haproxy's ``show stat`` CSV, in pieces of :data:`SLICE` rows after the header."""
+    yield ("# " + ",".join(FIELDS) + ",\n").encode()
+    for start in range(0, len(rows), SLICE):
+        yield "".join(_csv_line(row) for row in rows[start : start + SLICE]).encode()
+
+
 def to_csv(rows: Iterable[Row]) -> bytes:
     """haproxy's ``show stat`` CSV."""
-    lines = ["# " + ",".join(FIELDS) + ","]
-    lines.extend(",".join(_cell(row.value(name)) for name in FIELDS) + "," for row in rows)
-    return ("\n".join(lines) + "\n").encode()
+    return b"".join(csv_slices(tuple(rows)))
+
+
+def _json_row(row: Row) -> str:
+    """One row of ``show stat json``, as ``json.dumps`` writes it, built from fixed pieces."""
+    ids = f'{_JSON_HEADS[row.type]}{row.iid}, "id": {row.sid}'
+    return (
+        "["
+        + ", ".join(
+            f"{ids}{tail}{value if type(value) is int else json.dumps(value)}}}}}"
+            for tail, value in zip(_JSON_TAILS, _values(row), strict=True)
+            if value is not None
+        )
+        + "]"
+    )
+
+
+def json_slices(rows: Sequence[Row]) -> Iterator[bytes]:
+    """haproxy's ``show stat json``, in pieces of :data:`SLICE` rows."""
+    yield b"["
+    for start in range(0, len(rows), SLICE):
+        piece = ", ".join(_json_row(row) for row in rows[start : start + SLICE])
+        yield (piece if start == 0 else ", " + piece).encode()
+    yield b"]\n"
 
 
 def to_json(rows: Iterable[Row]) -> bytes:
     """haproxy's ``show stat json``: one list of field objects per row."""
-    document: list[list[dict[str, Any]]] = []
-    for row in rows:
-        fields = []
-        for position, name in enumerate(FIELDS):
-            value = row.value(name)
-            if value is None:
-                continue
-            origin, nature, kind = _TAGS[name]
-            fields.append(
-                {
-                    "objType": KIND_NAMES[row.type],
-                    "proxyId": row.iid,
-                    "id": row.sid,
-                    "field": {"pos": position, "name": name},
-                    "processNum": 1,
-                    "tags": {"origin": origin, "nature": nature, "scope": "Process"},
-                    "value": {"type": kind, "value": value},
-                }
-            )
-        document.append(fields)
-    return json.dumps(document).encode() + b"\n"
+    return b"".join(json_slices(tuple(rows)))

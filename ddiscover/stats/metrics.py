@@ -15,9 +15,12 @@ reactor), and negotiates OpenMetrics from the ``Accept`` header.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterator, Sequence
+from typing import cast
 
+import attrs
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -33,7 +36,7 @@ from twisted.web.server import Request
 from ddiscover.health.result import CheckStatus
 from ddiscover.registry.watcher import WatchState
 from ddiscover.stats.rows import BACKEND, FRONTEND, KIND_NAMES, SERVER, Row, build_rows
-from ddiscover.stats.snapshot import Snapshot
+from ddiscover.stats.snapshot import Snapshot, Snapshots, serve
 from ddiscover.stats.state import StatsState
 
 GAUGE, COUNTER = "gauge", "counter"
@@ -110,43 +113,59 @@ def _state_word(row: Row) -> str:
     return word
 
 
-def _proxy_families(rows: Sequence[Row]) -> Iterator[Metric]:
+def _proxy_families(rows: Sequence[Row], part: int | None = None) -> Iterator[Metric]:
     for kind, specs in _SPECS.items():
         prefix = f"ddiscover_{KIND_NAMES[kind].lower()}_"
         label_names = ["proxy"] if kind != SERVER else ["proxy", "server"]
         typed = [row for row in rows if row.type == kind]
+        step = part * len(_CHECK_STATES) if part else max(len(typed), 1)
         for suffix, field, metric_type, scale, help_text in specs:
-            family: GaugeMetricFamily | CounterMetricFamily
-            if metric_type == COUNTER:
-                family = CounterMetricFamily(prefix + suffix, help_text, labels=label_names)
-            else:
-                family = GaugeMetricFamily(prefix + suffix, help_text, labels=label_names)
-            for row in typed:
-                value = row.value(field)
-                if isinstance(value, int):
-                    family.add_metric(_labels(row), value * scale)
-            yield family
+            kind_of = CounterMetricFamily if metric_type == COUNTER else GaugeMetricFamily
+            for start in range(0, max(len(typed), 1), step):
+                family = kind_of(prefix + suffix, help_text, labels=label_names)
+                for row in typed[start : start + step]:
+                    value = row.value(field)
+                    if isinstance(value, int):
+                        family.add_metric(_labels(row), value * scale)
+                yield family
         states = {FRONTEND: _FRONTEND_STATES, BACKEND: _BACKEND_STATES}.get(kind, _SERVER_STATES)
-        status = GaugeMetricFamily(
-            prefix + "status",
-            "Current status, one series per state.",
-            labels=[*label_names, "state"],
+        yield from _state_sets(
+            (prefix + "status", "Current status, one series per state.", [*label_names, "state"]),
+            [(row, _state_word(row)) for row in typed],
+            states,
+            part,
         )
-        for row in typed:
-            current = _state_word(row)
-            for state in states:
-                status.add_metric([*_labels(row), state], 1 if state == current else 0)
-        yield status
-    check = GaugeMetricFamily(
-        "ddiscover_server_check_status",
-        "Status of the last health check, one series per check status.",
-        labels=["proxy", "server", "state"],
+    yield from _state_sets(
+        (
+            "ddiscover_server_check_status",
+            "Status of the last health check, one series per check status.",
+            ["proxy", "server", "state"],
+        ),
+        [(row, row.check_status) for row in rows if row.type == SERVER and row.check_status],
+        _CHECK_STATES,
+        part,
     )
-    for row in rows:
-        if row.type == SERVER and row.check_status is not None:
-            for state in _CHECK_STATES:
-                check.add_metric([*_labels(row), state], 1 if state == row.check_status else 0)
-    yield check
+
+
+def _state_sets(
+    family: tuple[str, str, list[str]],
+    current: list[tuple[Row, str]],
+    states: tuple[str, ...],
+    part: int | None,
+) -> Iterator[Metric]:
+    """A state-set family: a series per row and state, 1 for the row's state, else 0.
+
+    With ``part``, as several families of the same name, ``part`` rows each, for
+    :func:`exposition_slices` to encode a part per reactor turn.
+    """
+    step = part or max(len(current), 1)
+    for start in range(0, max(len(current), 1), step):
+        gauge = GaugeMetricFamily(*family[:2], labels=family[2])
+        for row, word in current[start : start + step]:
+            labels = _labels(row)
+            for state in states:
+                gauge.add_metric([*labels, state], 1 if state == word else 0)
+        yield gauge
 
 
 def _gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:
@@ -241,10 +260,14 @@ class StatsCollector(Collector):
     """Every ``ddiscover_*`` family, built from the state read at each scrape."""
 
     def __init__(
-        self, state: Callable[[], StatsState], rows: Callable[[], Sequence[Row]] | None = None
+        self,
+        state: Callable[[], StatsState],
+        rows: Callable[[], Sequence[Row]] | None = None,
+        part: int | None = None,
     ) -> None:
         self._state = state
         self._rows = rows
+        self._part = part
 
     def describe(self) -> list[Metric]:
         """Nothing: describing would mean collecting when the collector is registered."""
@@ -253,42 +276,103 @@ class StatsCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         """Read the state once and yield every family from it."""
         state = self._state()
-        yield from _proxy_families(build_rows(state) if self._rows is None else self._rows())
+        rows = build_rows(state) if self._rows is None else self._rows()
+        yield from _proxy_families(rows, self._part)
         yield from _process_families(state)
         yield from _registry_families(state)
 
 
 def metrics_registry(
-    state: Callable[[], StatsState], rows: Callable[[], Sequence[Row]] | None = None
+    state: Callable[[], StatsState],
+    rows: Callable[[], Sequence[Row]] | None = None,
+    part: int | None = None,
 ) -> CollectorRegistry:
     """A private registry with ddiscover's collector and the standard ``process_*`` one.
 
-    ``rows`` are those of ``state``'s result when the caller already built them.
+    ``rows`` are those of ``state``'s result when the caller already built them; ``part``
+    splits the big state-set families (see :func:`_state_sets`).
     """
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StatsCollector(state, rows))
+    registry.register(StatsCollector(state, rows, part))
     ProcessCollector(registry=registry)
     return registry
 
 
+@attrs.frozen
+class _Families:
+    """A registry of given families, for an encoder to write a few of them."""
+
+    families: tuple[Metric, ...]
+
+    def collect(self) -> tuple[Metric, ...]:
+        return self.families
+
+
+_EOF = b"# EOF\n"
+_SAMPLES = 1000
+"""Samples encoded per slice: a family of servers' states has tens of thousands."""
+_PART = 100
+"""Rows per part of a state-set family built for a sliced exposition."""
+
+
+def _without_comments(chunk: bytes) -> bytes:
+    """``chunk`` without its leading ``# HELP``/``# TYPE``/``# UNIT`` lines."""
+    while chunk.startswith(b"# "):
+        chunk = chunk.partition(b"\n")[2]
+    return chunk
+
+
+def exposition_slices(
+    registry: CollectorRegistry, encoder: Callable[[CollectorRegistry], bytes]
+) -> Iterator[bytes]:
+    """What ``encoder`` writes of ``registry``, :data:`_SAMPLES` samples at a time.
+
+    Both of Prometheus's encoders write the families one after the other, each its comment
+    lines then its samples, and OpenMetrics ends with ``# EOF``: so a family is encoded in
+    parts of its samples, the comments kept from the first part, ``# EOF`` written once.
+    """
+    ends, previous = False, None
+    for family in registry.collect():
+        samples = family.samples
+        for start in range(0, max(len(samples), 1), _SAMPLES):
+            part = copy.copy(family)
+            part.samples = samples[start : start + _SAMPLES]
+            chunk = encoder(cast(CollectorRegistry, _Families((part,))))
+            if chunk.endswith(_EOF):
+                chunk, ends = chunk[: -len(_EOF)], True
+            # A family in parts (see _state_sets) has its comments once, too.
+            first = start == 0 and family.name != previous
+            yield chunk if first else _without_comments(chunk)
+        previous = family.name
+    if ends:
+        yield _EOF
+
+
 class MetricsResource(Resource):
-    """``GET /metrics``: the registry in the format the scraper asks for."""
+    """``GET /metrics``: the registry in the format the scraper asks for.
+
+    With ``snapshots``, the families are those of the fresh snapshot, encoded once per
+    snapshot and content type, a family per reactor turn.
+    """
 
     isLeaf = True
 
-    def __init__(
-        self, registry: CollectorRegistry, snapshot: Callable[[], Snapshot] | None = None
-    ) -> None:
+    def __init__(self, registry: CollectorRegistry, snapshots: Snapshots | None = None) -> None:
         super().__init__()
         self._registry = registry
-        self._snapshot = snapshot
+        self._snapshots = snapshots
 
-    def render_GET(self, request: Request) -> bytes:
-        """The exposition; with ``snapshot``, encoded once per snapshot and content type."""
+    def render_GET(self, request: Request) -> bytes | int:
+        """The exposition, at once without ``snapshots``, in slices with them."""
         accept = request.getHeader("accept")
         encoder, content_type = choose_encoder(accept or "")
         request.setHeader(b"content-type", content_type.encode())
         request.setHeader(b"cache-control", b"no-cache")
-        if self._snapshot is None:
+        if self._snapshots is None:
             return encoder(self._registry)
-        return self._snapshot().body(("metrics", content_type), lambda _: encoder(self._registry))
+
+        def slices(snapshot: Snapshot) -> Iterator[bytes]:
+            registry = metrics_registry(lambda: snapshot.state, lambda: snapshot.rows, _PART)
+            return exposition_slices(registry, encoder)
+
+        return serve(self._snapshots, request, ("metrics", content_type), slices)

@@ -12,6 +12,7 @@ to that kind of row; ddiscover's own fields (``ddiscover_*``) follow haproxy's s
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import attrs
@@ -127,19 +128,31 @@ class Row:
         return value
 
 
+SLICE = 40
+"""Services whose rows :func:`row_slices` builds at a time (some 280 rows at 5 servers)."""
+
+
 def build_rows(state: StatsState) -> tuple[Row, ...]:
     """Every row of every service, services sorted by name, servers by id."""
+    return tuple(row for part in row_slices(state) for row in part)
+
+
+def row_slices(state: StatsState) -> Iterator[list[Row]]:
+    """The rows of :func:`build_rows`, :data:`SLICE` services at a time."""
     rows: list[Row] = []
     for iid, service in enumerate(state.services, start=1):
         rows.append(_frontend(state, service, iid))
-        if service.counters is None:
-            continue
-        rows.extend(
-            _server(state, service.name, server, iid, sid)
-            for sid, server in enumerate(service.servers, start=1)
-        )
-        rows.append(_backend(state, service, service.counters, iid))
-    return tuple(rows)
+        if service.counters is not None:
+            rows.extend(
+                _server(state, service.name, server, iid, sid)
+                for sid, server in enumerate(service.servers, start=1)
+            )
+            rows.append(_backend(state, service, service.counters, iid))
+        if iid % SLICE == 0:
+            yield rows
+            rows = []
+    if rows:
+        yield rows
 
 
 def _sessions(counters: Counters, now: float) -> dict[str, Any]:

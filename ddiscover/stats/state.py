@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import resource
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
@@ -116,6 +116,10 @@ class StatsState:
     services: tuple[ServiceState, ...]
 
 
+SLICE = 100
+"""Services :meth:`StatsSources.read_steps` reads per step."""
+
+
 def _fd_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
@@ -136,6 +140,20 @@ class StatsSources:
 
     def state(self) -> StatsState:
         """Read every part now."""
+        steps = self.read_steps()
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                state: StatsState = done.value
+                return state
+
+    def read_steps(self) -> Generator[None, None, StatsState]:
+        """Read every part, :data:`SLICE` services at a time: yields between, returns the state.
+
+        The catalog's list of services is taken at the start; each service is read whole in
+        one step (its counters are the live ones anyway, read again when rows are built).
+        """
         now = self.clock.seconds()
         config, watcher = self.config, self.watcher
         prefix = config.prefix
@@ -155,7 +173,9 @@ class StatsSources:
             else:
                 by_service.setdefault(name, []).append(rejection)
         services: dict[str, ServiceState] = {}
-        for name, frontend in self.listeners.frontends().items():
+        for count, (name, frontend) in enumerate(tuple(self.listeners.frontends().items()), 1):
+            if count % SLICE == 0:
+                yield None
             balancer = frontend.balancer
             servers = tuple(
                 ServerState(

@@ -4,7 +4,8 @@
   ``;up`` (hide DOWN servers) and ``;norefresh`` (no ``Refresh: 5`` header) combine with them
   as in haproxy (``/;up;norefresh``).  All of them come from one
   :class:`~ddiscover.stats.snapshot.Snapshot`, read at most once a second and each body
-  rendered once per snapshot, so a page left open or a scraper costs the reactor little.
+  rendered once per snapshot, so a page left open or a scraper costs the reactor little;
+  a body is made and written a slice per reactor turn, so no request stalls the proxy.
 * ``/metrics`` is the Prometheus exposition (:mod:`ddiscover.stats.metrics`).
 * ``/health`` answers Docker's ``HEALTHCHECK`` and load balancers: 200 only while ddiscover
   serves and its view of etcd is known current (``in_sync``); 503 with the reason otherwise
@@ -27,15 +28,14 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
-from twisted.web.template import flattenString
 
 from ddiscover.proxy.listeners import Listeners
 from ddiscover.registry.watcher import RegistryWatcher, WatchState
 from ddiscover.stats.admin import AdminError, apply_action
-from ddiscover.stats.formats import to_csv, to_json
+from ddiscover.stats.formats import csv_slices, json_slices
 from ddiscover.stats.metrics import MetricsResource, metrics_registry
-from ddiscover.stats.page import StatsPage, View
-from ddiscover.stats.snapshot import Snapshot, Snapshots
+from ddiscover.stats.page import View, page_slices
+from ddiscover.stats.snapshot import Snapshots, serve
 from ddiscover.stats.state import StatsSources, last_error
 
 REFRESH = 5
@@ -133,27 +133,19 @@ class StatsView(Resource):
         self._options = options
         self._view = View(hide_down="up" in options, refresh="norefresh" not in options)
 
-    def render_GET(self, request: Request) -> bytes:
-        snapshot = self._snapshots.current()
+    def render_GET(self, request: Request) -> int:
         request.setHeader(b"cache-control", b"no-cache")
         if "json" in self._options:
             request.setHeader(b"content-type", b"application/json")
-            return snapshot.body("json", lambda s: to_json(s.rows))
+            return serve(self._snapshots, request, "json", lambda s: json_slices(s.rows))
         if self._view.refresh:
             request.setHeader(b"refresh", str(REFRESH).encode())
         if "csv" in self._options:
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-            return snapshot.body("csv", lambda s: to_csv(s.rows))
+            return serve(self._snapshots, request, "csv", lambda s: csv_slices(s.rows))
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        return snapshot.body(self._view, self._page)
-
-    def _page(self, snapshot: Snapshot) -> bytes:
-        """The page, flattened at once: the element waits on nothing."""
-        flattened: list[bytes] = []
-        flattenString(None, StatsPage(snapshot.state, snapshot.rows, self._view)).addCallback(
-            flattened.append
-        )
-        return b"<!DOCTYPE html>\n" + flattened[0]
+        view = self._view
+        return serve(self._snapshots, request, view, lambda s: page_slices(s.state, s.rows, view))
 
     def render_POST(self, request: Request) -> bytes:
         """Apply ``action`` to the servers ``s`` of service ``b``, then go back to the page."""
@@ -203,16 +195,13 @@ class StatsRoot(Resource):
     def __init__(self, sources: StatsSources) -> None:
         super().__init__()
         self.sources = sources
-        self.snapshots = Snapshots(sources.clock, sources.state)
+        self.snapshots = Snapshots(sources.clock, sources.state, read_steps=sources.read_steps)
         auth = sources.config.stats_auth
         self._credentials = None if auth is None else (auth[0].encode(), auth[1].encode())
         self.putChild(b"health", HealthResource(sources.clock, sources.watcher, sources.listeners))
         self.putChild(
             b"metrics",
-            MetricsResource(
-                metrics_registry(self.snapshots.state, lambda: self.snapshots.current().rows),
-                self.snapshots.current,
-            ),
+            MetricsResource(metrics_registry(self.snapshots.state), self.snapshots),
         )
 
     def getChildWithDefault(self, path: bytes, request: Request) -> IResource:

@@ -9,11 +9,12 @@ tests that read live parts and serve them over HTTP.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import attrs
 from hyperlink import URL
 from treq.testing import StubTreq
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
@@ -39,6 +40,8 @@ from ddiscover.stats.web import StatsRoot
 from tests.fake_endpoints import FakeEndpoints
 from tests.fake_etcd import FakeEtcdV2Resource
 from tests.proxy import PortsReactor
+
+T = TypeVar("T")
 
 NOW = 10_000.0
 REFUSED = CheckResult(CheckStatus.L4CON, "Connection refused", 0.0004)
@@ -211,13 +214,32 @@ class Running:
         self, method: str, path: str, **kwargs: Any
     ) -> tuple[int, dict[str, list[str]], str]:
         kwargs.setdefault("allow_redirects", False)
-        response = self.test.successResultOf(self.stub.request(method, STATS + path, **kwargs))
-        body = self.test.successResultOf(response.text())
+        response = self.test.successResultOf(
+            self.pump(self.stub.request(method, STATS + path, **kwargs))
+        )
+        body = self.test.successResultOf(self.pump(response.text()))
         headers = {
             name.decode().lower(): [v.decode() for v in values]
             for name, values in response.headers.getAllRawHeaders()
         }
         return response.code, headers, body
+
+    def pump(self, result: Deferred[T]) -> Deferred[T]:
+        """Run the reactor's turns at this instant until ``result`` fires (a sliced body)."""
+        fired: list[object] = []
+
+        def done(outcome: object) -> object:
+            fired.append(outcome)
+            return outcome
+
+        result.addBoth(done)
+        self.stub.flush()
+        while not fired and any(
+            call.getTime() <= self.reactor.seconds() for call in self.reactor.getDelayedCalls()
+        ):
+            self.reactor.advance(0)
+            self.stub.flush()
+        return result
 
     def admin(self, server: str) -> Admin:
         frontend = self.listeners.frontends()["web"]

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import attrs
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.template import flattenString
 
 from ddiscover.catalog import Rejection
-from ddiscover.stats.page import CSS, StatsPage, View, human, uptime
+from ddiscover.stats.page import CSS, View, human, render_page, uptime
 from ddiscover.stats.rows import build_rows
 from ddiscover.stats.state import StatsState
 from tests.stats import fixed_state
@@ -19,10 +18,7 @@ class PageTests(SynchronousTestCase):
     """What an operator reads on the page."""
 
     def render(self, state: StatsState, view: View | None = None) -> str:
-        html: bytes = self.successResultOf(
-            flattenString(None, StatsPage(state, build_rows(state), view or View()))
-        )
-        return html.decode()
+        return render_page(state, build_rows(state), view or View()).decode()
 
     def test_header(self) -> None:
         """Version, pid, uptime, limits, connections and the registry's state."""
