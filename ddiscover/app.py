@@ -45,10 +45,16 @@ class Discovery:
     listener can hand it connections; it is not routable until its first check passes.
     """
 
-    def __init__(self, checker: HealthChecker, listeners: Listeners) -> None:
+    def __init__(
+        self,
+        checker: HealthChecker,
+        listeners: Listeners,
+        on_first_catalog: Callable[[], object] = lambda: None,
+    ) -> None:
         self.catalog = Catalog()
         self._checker = checker
         self._listeners = listeners
+        self._on_first_catalog: Callable[[], object] | None = on_first_catalog
 
     def apply(self, catalog: Catalog) -> None:
         """Log what changed and reconcile health checks and listeners with ``catalog``, cut
@@ -97,6 +103,12 @@ class Discovery:
                 # One consumer's bug must not keep the catalog from the other, nor stop the
                 # watch: log it with its traceback and go on.
                 log.failure("{consumer} failed to apply the catalog", consumer=name)
+        if self._on_first_catalog is not None and catalog.services:
+            first, self._on_first_catalog = self._on_first_catalog, None
+            try:
+                first()
+            except Exception:
+                log.failure("the first catalog's hook failed")
 
 
 class _HTTPPoolService(Service):
@@ -135,10 +147,12 @@ def build_service(
     reactor: ProxyReactor,
     http: HTTPClientLike | None = None,
     endpoint_for: EndpointFactory | None = None,
+    on_first_catalog: Callable[[], object] = lambda: None,
 ) -> MultiService:
     """Wire registry, health, proxy and stats together as one ``MultiService``.
 
     ``http`` and ``endpoint_for`` default to real ones on ``reactor``; tests pass fakes.
+    ``on_first_catalog`` runs once, after the first catalog with a service was applied.
     """
     # One reactor, seen through each zope interface a part is typed with: mypy-zope cannot
     # spell "provides IReactorTCP and IReactorTime" as one type.
@@ -163,7 +177,7 @@ def build_service(
         connect_timeout=config.connect_timeout,
     )
     listeners = Listeners(reactor, config, checker)
-    discovery = Discovery(checker, listeners)
+    discovery = Discovery(checker, listeners, on_first_catalog)
     client = registry_client(
         config.etcd_access.api,
         http,

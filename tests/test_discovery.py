@@ -79,6 +79,28 @@ class DiscoveryTests(SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
 
 
+class FirstCatalogTests(SynchronousTestCase):
+    """The first-catalog hook (a second gc.freeze in production) runs exactly once."""
+
+    def test_once_after_first_service(self) -> None:
+        """Not for an empty catalog; once for the first with a service, after both consumers
+        have it; never again; a hook that raises is logged and does not stop the catalog."""
+        checker, listeners = Consumer(), Consumer()
+        calls: list[tuple[int, int]] = []
+
+        def hook() -> None:
+            calls.append((len(checker.seen), len(listeners.seen)))
+            raise RuntimeError("hook bug")
+
+        discovery = Discovery(cast(HealthChecker, checker), cast(Listeners, listeners), hook)
+        discovery.apply(Catalog())
+        self.assertEqual(calls, [])
+        discovery.apply(Catalog({"web": WEB}))
+        discovery.apply(Catalog({"web": WEB}))
+        self.assertEqual(calls, [(2, 2)])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
 class _Untouchable(frozenset[Backend]):
     """A backend set that fails the test if it is compared element by element."""
 
