@@ -215,10 +215,12 @@ class BackendTransport(FastConnection):
         return f"<{type(self.protocol).__name__} to {self._peer.host}:{self._peer.port}>"
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=32768)
 def _destination(host: str, port: int) -> address.IPv4Address | address.IPv6Address | None:
     """The address to connect to if ``host`` is an IP literal, else None (a hostname, left to
-    ``connectTCP``, which resolves it).  Cached: backends are few and reconnected to often."""
+    ``connectTCP``, which resolves it).  Cached: backends are reconnected to often, by checks
+    every interval.  The cache holds several times the 5,000 backends of the scale scenario:
+    at 4,096 entries the checks cycling over them missed every time (7.5 % of CPU there)."""
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
