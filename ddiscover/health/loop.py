@@ -15,6 +15,7 @@ import enum
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
+from twisted.application.internet import backoffPolicy
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -27,9 +28,10 @@ Backoff = Callable[[int], float]
 """Seconds to wait after the ``n``-th bug in a row (``n`` from 1)."""
 
 
-def default_backoff(attempt: int) -> float:
-    """1, 2, 4 ... seconds after consecutive bugs, at most a minute."""
-    return float(min(60, 2 ** min(attempt - 1, 6)))
+default_backoff: Backoff = backoffPolicy(
+    initialDelay=0.5, maxDelay=60.0, factor=2.0, jitter=lambda: 0.0
+)
+"""1, 2, 4 ... seconds after consecutive bugs (attempts from 1), at most a minute."""
 
 
 class LoopState(enum.Enum):

@@ -26,11 +26,14 @@ from twisted.web.http import HTTPChannel
 from twisted.web.resource import IResource
 from twisted.web.server import Site
 
+from ddiscover.proxy.budget import STATS_CONNECTIONS
+
 REQUEST_TIMEOUT = 10.0
 """Seconds a client has to send a whole request head, as haproxy's ``timeout http-request``."""
 
-MAX_CONNECTIONS = 32
-"""Concurrent stats connections at most: a browser, a scraper and health checks fit easily."""
+MAX_CONNECTIONS = STATS_CONNECTIONS
+"""Concurrent stats connections at most: a browser, a scraper and health checks fit easily.
+The descriptor budget reserves exactly these (:mod:`ddiscover.proxy.budget`)."""
 
 LINGER = 2.0
 """Seconds a refused client's remaining bytes are read and dropped before the close."""

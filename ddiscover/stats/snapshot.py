@@ -59,6 +59,12 @@ class _Body:
     done: bool = False
     task: CooperativeTask | None = None
 
+    def finish_readers(self) -> None:
+        """End every request still reading this body."""
+        readers, self.readers = self.readers, []
+        for reader in readers:
+            reader.finish()
+
     def add(self, request: Request) -> None:
         for chunk in self.chunks:
             request.write(chunk)
@@ -74,9 +80,7 @@ class _Body:
                 reader.write(chunk)
             yield None
         self.done = True
-        readers, self.readers = self.readers, []
-        for reader in readers:
-            reader.finish()
+        self.finish_readers()
 
 
 @attrs.define
@@ -131,9 +135,7 @@ class Snapshot:
         log.failure("stats body {key} could not be made", failure=failure, key=str(key))
         if self._bodies.get(key) is made:
             del self._bodies[key]
-        readers, made.readers = made.readers, []
-        for reader in readers:
-            reader.finish()
+        made.finish_readers()
 
 
 @attrs.define

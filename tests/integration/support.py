@@ -81,6 +81,14 @@ async def greeting(port: int) -> str:
     return (await exchange(port)).split(b"\n", 1)[0].decode()
 
 
+async def greeted_by(port: int, name: str) -> bool:
+    """Whether a new connection on ``port`` reaches backend ``name``; False if it fails."""
+    try:
+        return await greeting(port) == name
+    except OSError:
+        return False
+
+
 async def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> float:
     """Wait until ``condition()`` holds, checking every reactor millisecond; return the wait.
 

@@ -11,7 +11,7 @@ from twisted.trial.unittest import TestCase
 from tests.integration.backends import ProcessBackend
 from tests.integration.etcd import EtcdProcess
 from tests.integration.processes import Ddiscover
-from tests.integration.support import eventually, eventually_async, free_port, greeting
+from tests.integration.support import eventually, eventually_async, free_port, greeted_by, greeting
 
 #: Ports the greedy service asks for: within what one port key may list (64), over what one
 #: service may listen on under 1,024 descriptors (30).
@@ -55,13 +55,7 @@ class ListenerBudgetTests(TestCase):
         ddiscover = Ddiscover(self, etcd.url, "--check-interval", "2", "--rise", "1", nofile=1024)
         await ddiscover.serving()
 
-        async def served() -> bool:
-            try:
-                return await greeting(port) == "good"
-            except OSError:
-                return False
-
-        await eventually_async(served, timeout=30)
+        await eventually_async(lambda: greeted_by(port, "good"), timeout=30)
         answers = []
         for _ in range(10):
             try:

@@ -7,7 +7,7 @@ from twisted.trial.unittest import TestCase
 from tests.integration.backends import ProcessBackend
 from tests.integration.etcd import EtcdProcess
 from tests.integration.processes import Ddiscover
-from tests.integration.support import eventually_async, free_port, greeting
+from tests.integration.support import eventually_async, free_port, greeted_by, greeting
 
 
 class LoopTests(TestCase):
@@ -27,13 +27,7 @@ class LoopTests(TestCase):
         ddiscover = Ddiscover(self, etcd.url, "--check-interval", "0.5", "--rise", "1")
         await ddiscover.serving()
 
-        async def served() -> bool:
-            try:
-                return await greeting(port) == "good"
-            except OSError:
-                return False
-
-        await eventually_async(served, timeout=20)
+        await eventually_async(lambda: greeted_by(port, "good"), timeout=20)
         answers = [await greeting(port) for _ in range(20)]
         self.assertEqual(answers, ["good"] * 20)
         self.assertEqual(ddiscover.output.count("refused as a loop"), 1)

@@ -195,6 +195,13 @@ class HostileCase(SynchronousTestCase):
     """A client of a fake etcd behind :attr:`stub`, on a fake clock."""
 
     stub: StubTreq
+    clock: Clock
+
+    def etcd_http(self, **options: Any) -> EtcdHTTP:
+        """The request layer over :attr:`stub`, with a 1 MiB body cap unless ``options`` say."""
+        http: HTTPClientLike = self.stub  # type: ignore[assignment]
+        options.setdefault("max_body", 1 << 20)
+        return EtcdHTTP(http, self.clock, (ENDPOINT,), request_timeout=5.0, **options)
 
     def problem(self, d: Deferred[Any]) -> str:
         """The one-line problem ``d`` failed with, which must be a RegistryError."""
@@ -212,8 +219,7 @@ class V2HostileTests(HostileCase):
         self.clock = Clock()
         self.etcd = FakeEtcdV2Resource()
         self.stub = StubTreq(self.etcd)
-        http: HTTPClientLike = self.stub  # type: ignore[assignment]
-        self.http = EtcdHTTP(http, self.clock, (ENDPOINT,), request_timeout=5.0, max_body=1 << 20)
+        self.http = self.etcd_http()
         self.client = EtcdV2Client(self.http, "/backends", watch_timeout=60.0)
 
     def assert_clean(self) -> None:
@@ -256,14 +262,7 @@ class V2HostileTests(HostileCase):
         """After a reply that was not what it said, the pool's kept-alive connections are
         dropped, so the next request does not go out on one a bad reply left bytes on."""
         forgotten: list[None] = []
-        http: HTTPClientLike = self.stub  # type: ignore[assignment]
-        etcd = EtcdHTTP(
-            http,
-            self.clock,
-            (ENDPOINT,),
-            request_timeout=5.0,
-            forget_connections=lambda: forgotten.append(None),
-        )
+        etcd = self.etcd_http(forget_connections=lambda: forgotten.append(None))
         client = EtcdV2Client(etcd, "/backends", watch_timeout=60.0)
         self.etcd.fail_next(200, b"{not json")
         self.problem(run(client.snapshot()))
@@ -338,15 +337,7 @@ class V3HostileTests(HostileCase):
 
     def make_client(self, credentials: Credentials | None = None) -> EtcdV3Client:
         """A v3 client of the fake etcd."""
-        http: HTTPClientLike = self.stub  # type: ignore[assignment]
-        etcd = EtcdHTTP(
-            http,
-            self.clock,
-            (ENDPOINT,),
-            request_timeout=5.0,
-            max_body=1 << 20,
-            credentials=credentials,
-        )
+        etcd = self.etcd_http(credentials=credentials)
         return EtcdV3Client(etcd, "/backends", watch_timeout=60.0)
 
     def test_range_not_json(self) -> None:
