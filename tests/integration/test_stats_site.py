@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
+from collections.abc import Callable
 from typing import Any, cast
 
 from twisted.internet import reactor as _reactor
@@ -31,13 +32,22 @@ def _read_all(sock: socket.socket, limit: float = 5.0) -> bytes:
     return b"".join(iter(lambda: sock.recv(65536), b""))
 
 
+def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """In a client thread: wait until the reactor's state satisfies ``condition``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.005)
+
+
 class StatsSiteTests(TestCase):
     """Request timeout, connection cap, and clean refusals of oversized heads."""
 
     def listen(self, **options: Any) -> int:
         root = Resource()
         root.putChild(b"", Data(b"ok\n", "text/plain"))
-        site = StatsSite(root, reactor, **options)
+        site = self.site = StatsSite(root, reactor, **options)
         port: IListeningPort = reactor.listenTCP(0, site, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         number: int = port.getHost().port  # type: ignore[attr-defined]
@@ -102,13 +112,13 @@ class StatsSiteTests(TestCase):
 
         def client() -> tuple[bytes, bytes, bytes]:
             idle = [self.connect(port) for _ in range(3)]
-            time.sleep(0.3)
+            _until(lambda: self.site.open == 3)
             extra = self.connect(port)
             refused = _read_all(extra)
             idle[0].sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             served = _read_all(idle[0])
             idle[0].close()
-            time.sleep(0.3)
+            _until(lambda: self.site.open == 2)
             again = self.connect(port)
             again.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             return refused, served, _read_all(again)
